@@ -1,0 +1,102 @@
+"""Batched scoring and detection metrics (scikit-learn), overall and per test subset."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score, roc_auc_score,
+                             roc_curve)
+from torch import nn
+from tqdm.auto import tqdm
+
+from ladeda.errors import LadedaError
+
+
+@dataclass
+class Scores:
+    """Image logits (and optional per-image patch-logit maps) with labels and dataset indices."""
+
+    logits: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+    patch_maps: list[np.ndarray] | None = None
+
+
+@torch.no_grad()
+def score(model: nn.Module, loader: Iterable, device: str | torch.device = "cpu", patch_maps: bool = False,
+          desc: str = "score") -> Scores:
+    """Run `model` in eval mode over a loader of (images, labels, indices) batches."""
+    model.eval()
+    logits, labels, indices, maps = [], [], [], []
+    for x, y, idx in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+        x = x.to(device)
+        if patch_maps:
+            pm = model.patch_map(x)
+            maps.extend(pm[:, 0].cpu().numpy())
+            logits.append(pm.mean(dim=(1, 2, 3)).cpu())
+        else:
+            logits.append(model(x).cpu())
+        labels.append(torch.as_tensor(y))
+        indices.append(torch.as_tensor(idx))
+    if not logits:
+        raise LadedaError("nothing to score: the split has no images")
+    return Scores(torch.cat(logits).double().numpy(), torch.cat(labels).numpy(), torch.cat(indices).numpy(),
+                  maps if patch_maps else None)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Fake probability from logits."""
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+def detection_metrics(labels: Sequence[int], logits: Sequence[float], name: str = "split") -> dict[str, float]:
+    """AUC, AP, accuracy at p=0.5, real/fake/balanced accuracy, EER, TPR at FPR 1% and 5%."""
+    y = np.asarray(labels).astype(int)
+    s = np.asarray(logits, dtype=np.float64)
+    classes = set(np.unique(y).tolist())
+    if classes != {0, 1}:
+        have = "no images" if not classes else f"only {'real' if classes == {0} else 'fake'} images"
+        raise LadedaError(f"{name} has {have}: AUC needs both real (0_real) and fake (1_fake) images")
+    pred = (s > 0).astype(int)  # logit > 0  <=>  probability > 0.5
+    fpr, tpr, _ = roc_curve(y, s)
+    fnr = 1 - tpr
+    i = int(np.nanargmin(np.abs(fnr - fpr)))
+    return {
+        "auc": float(roc_auc_score(y, s)),
+        "ap": float(average_precision_score(y, s)),
+        "acc": float(accuracy_score(y, pred)),
+        "real_acc": float(accuracy_score(y[y == 0], pred[y == 0])),
+        "fake_acc": float(accuracy_score(y[y == 1], pred[y == 1])),
+        "balanced_acc": float(balanced_accuracy_score(y, pred)),
+        "eer": float((fpr[i] + fnr[i]) / 2),
+        "tpr_at_fpr_1": float(np.interp(0.01, fpr, tpr)),
+        "tpr_at_fpr_5": float(np.interp(0.05, fpr, tpr)),
+        "n": int(len(y)),
+        "n_real": int((y == 0).sum()),
+        "n_fake": int((y == 1).sum()),
+    }
+
+
+def metrics_by_subset(labels: Sequence[int], logits: Sequence[float], subsets: Sequence[str],
+                      name: str = "test") -> dict[str, dict]:
+    """`{"overall": metrics, "subsets": {subset: metrics}}`; subsets with a single class are reported as such."""
+    labels, logits, subsets = np.asarray(labels), np.asarray(logits), np.asarray(subsets)
+    out: dict[str, dict] = {"overall": detection_metrics(labels, logits, name), "subsets": {}}
+    names = sorted(set(subsets.tolist()) - {""})
+    for sub in names:
+        m = subsets == sub
+        try:
+            out["subsets"][sub] = detection_metrics(labels[m], logits[m], f"{name}/{sub}")
+        except LadedaError as err:
+            out["subsets"][sub] = {"error": str(err), "n": int(m.sum())}
+    return out
+
+
+def roc_points(labels: Sequence[int], logits: Sequence[float], max_points: int = 200) -> list[dict[str, float]]:
+    """ROC curve as rows {fpr, tpr, threshold} for DVC plots, thinned to about `max_points`."""
+    fpr, tpr, thr = roc_curve(np.asarray(labels).astype(int), np.asarray(logits, dtype=np.float64))
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), max_points)).round().astype(int))
+    return [{"fpr": float(fpr[k]), "tpr": float(tpr[k]), "threshold": float(min(thr[k], 1e6))} for k in keep]

@@ -1,0 +1,68 @@
+"""The workflow's decisions: diagnose band, whether to fine-tune, and the distillation recommendation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ladeda.errors import LadedaError
+
+BANDS = ("good", "marginal", "bad")
+RECOMMENDATIONS = ("ready", "limited", "skip")
+
+
+def diagnose_band(auc: float, good: float = 0.65, bad: float = 0.55) -> str:
+    """`good` when AUC > good, `bad` when AUC < bad, `marginal` in between."""
+    if auc > good:
+        return "good"
+    if auc < bad:
+        return "bad"
+    return "marginal"
+
+
+BAND_WORDS = {
+    "good": "the pretrained teacher already works on this data: fine-tuning is not needed",
+    "marginal": "the pretrained teacher is marginal on this data: fine-tuning is worth trying",
+    "bad": "the pretrained teacher fails on this data: it must be fine-tuned",
+}
+
+
+@dataclass
+class FinetuneDecision:
+    """Whether `finetune_teacher` trains, and why."""
+
+    finetune: bool
+    reason: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def finetune_decision(policy: str, band: str) -> FinetuneDecision:
+    """Policy `always`/`never` override; `auto` fine-tunes unless the diagnose band is `good`."""
+    if band not in BANDS:
+        raise LadedaError(f"diagnose band must be one of {', '.join(BANDS)}, got {band!r}")
+    if policy == "always":
+        return FinetuneDecision(True, f"finetune.policy is always (diagnose band: {band})")
+    if policy == "never":
+        return FinetuneDecision(False, f"finetune.policy is never (diagnose band: {band})")
+    if policy != "auto":
+        raise LadedaError(f"finetune.policy must be auto, always or never, got {policy!r}")
+    if band == "good":
+        return FinetuneDecision(False, "diagnose band is good: the pretrained teacher is kept")
+    return FinetuneDecision(True, f"diagnose band is {band}: fine-tuning the teacher")
+
+
+def distill_recommendation(auc: float, ready: float = 0.65, skip: float = 0.55) -> str:
+    """`ready` when AUC >= ready, `skip` when AUC < skip, `limited` in between."""
+    if auc >= ready:
+        return "ready"
+    if auc < skip:
+        return "skip"
+    return "limited"
+
+
+RECOMMENDATION_WORDS = {
+    "ready": "the teacher is ready for distillation",
+    "limited": "distillation can proceed, with limited expectations",
+    "skip": "the teacher is too weak to distil from: the student will train on BCE only",
+}

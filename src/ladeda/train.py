@@ -1,0 +1,239 @@
+"""The fit loop every training stage uses: Adam, ReduceLROnPlateau and early stopping on validation AUC,
+best checkpoint, per-epoch logging, and an atomically written `last` checkpoint for exact resumption."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ladeda.errors import LadedaError
+from ladeda.evaluate import detection_metrics, score
+from ladeda.io import atomic_path
+
+# (model, images, labels) -> (loss to minimise, {term name: float value} to log)
+StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def bce_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """BCEWithLogitsLoss on the image logit (teacher pretraining and fine-tuning)."""
+    loss = nn.functional.binary_cross_entropy_with_logits(model(x), y.float())
+    return loss, {"bce": loss.item()}
+
+
+@dataclass
+class FitConfig:
+    """What one training run does; `fingerprint` of it decides whether a `last` checkpoint may resume."""
+
+    epochs: int
+    lr: float
+    weight_decay: float = 0.0
+    patience: int = 5
+    lr_factor: float = 0.5
+    lr_patience: int = 2
+    seed: int = 0
+    extra: dict = field(default_factory=dict)  # anything else that must match to resume (params, data)
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.__dict__, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class EarlyStopping:
+    """Stop once the monitored metric (higher is better) has not improved for `patience` epochs in a row."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best = -math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+
+    def step(self, value: float, epoch: int) -> bool:
+        """Record one epoch's value; True when it is a new best."""
+        if value > self.best:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs > 0 and self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+
+
+@dataclass
+class FitResult:
+    """What a run ended with: best validation AUC and epoch (1-based), history, why it stopped."""
+
+    best_auc: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, float]]
+    stopped_early: bool
+    resumed_from: int = 0
+    seconds: float = 0.0
+
+
+def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: FitConfig, *,
+        step_fn: StepFn = bce_step, params: Iterable[nn.Parameter] | None = None,
+        train_mode: Callable[[nn.Module], None] | None = None,
+        on_best: Callable[[nn.Module, int, dict], None] | None = None,
+        log_epoch: Callable[[dict], None] | None = None,
+        last_path: str | Path | None = None,
+        on_epoch_end: Callable[[int], None] | None = None,
+        desc: str = "train", device: str | torch.device = "cpu") -> FitResult:
+    """Train `model` for up to `config.epochs` epochs and return the FitResult.
+
+    `params` are the trainable parameters (default: all that require grad). `train_mode(model)` puts the
+    model in training mode (default `model.train()`; fine-tuning keeps frozen parts in eval mode).
+    `on_best(model, epoch, metrics)` is called on every new best validation AUC; `log_epoch(metrics)` once
+    per epoch (also for epochs replayed from a resumed run, so logs are complete). When `last_path` is
+    given, the full training state is written there atomically after every epoch; a later call with the
+    same config fingerprint continues after the last finished epoch, otherwise it starts fresh. The file
+    is removed when the run finishes. Every epoch reseeds all RNGs from (seed, epoch), so a resumed run
+    draws exactly the numbers an uninterrupted one would.
+    """
+    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    if not params:
+        raise LadedaError(f"{desc}: nothing to train (every parameter is frozen)")
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.lr_factor,
+                                                           patience=config.lr_patience)
+    stopper = EarlyStopping(config.patience)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    fingerprint = config.fingerprint()
+    last_path = Path(last_path) if last_path else None
+    if last_path and last_path.is_file():
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        if state.get("fingerprint") == fingerprint:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            stopper.load_state_dict(state["early_stopping"])
+            history = list(state["history"])
+            start_epoch = int(state["epoch"])
+            print(f"{desc}: resuming after epoch {start_epoch} from {last_path}")
+        else:
+            print(f"{desc}: {last_path} is from different params; starting fresh")
+    for row in history:
+        if log_epoch:
+            log_epoch(row)
+    t0 = time.perf_counter()
+    epoch = start_epoch
+    stopped_early = stopper.should_stop
+    while epoch < config.epochs and not stopped_early:
+        epoch += 1
+        seed_everything(config.seed * 100_003 + epoch)
+        _reseed_loader(train_loader, config.seed * 100_003 + epoch)
+        (train_mode or nn.Module.train)(model)
+        sums: dict[str, float] = {}
+        n = 0
+        bar = tqdm(train_loader, desc=f"{desc} {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
+        for step, (x, y, _) in enumerate(bar):
+            x, y = x.to(device), y.to(device)
+            loss, terms = step_fn(model, x, y)
+            if not torch.isfinite(loss):
+                raise LadedaError(f"{desc}: the loss became {loss.item()} at epoch {epoch}, step {step}; "
+                                  f"lower the learning rate or check the data")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            b = len(y)
+            n += b
+            for k, v in {"loss": loss.item(), **terms}.items():
+                sums[k] = sums.get(k, 0.0) + v * b
+            bar.set_postfix(loss=f"{sums['loss'] / n:.4f}")
+        if n == 0:
+            raise LadedaError(f"{desc}: the training split is empty")
+        val = detection_metrics(*_labels_logits(model, val_loader, device), name=f"{desc} validation split")
+        lr = optimizer.param_groups[0]["lr"]
+        row = {"epoch": epoch, **{f"train_{k}": v / n for k, v in sums.items()},
+               "val_auc": val["auc"], "val_ap": val["ap"], "val_acc": val["acc"], "lr": lr}
+        improved = stopper.step(val["auc"], epoch)
+        scheduler.step(val["auc"])
+        history.append(row)
+        print(f"{desc} epoch {epoch}/{config.epochs}: loss {row['train_loss']:.4f}  val AUC {val['auc']:.4f}  "
+              f"AP {val['ap']:.4f}  lr {lr:.2g}" + ("  *best*" if improved else ""))
+        if improved and on_best:
+            on_best(model, epoch, row)
+        if log_epoch:
+            log_epoch(row)
+        stopped_early = stopper.should_stop
+        if last_path:
+            _save_last(last_path, model, optimizer, scheduler, stopper, history, epoch, fingerprint)
+        if on_epoch_end:
+            on_epoch_end(epoch)
+    if last_path:
+        last_path.unlink(missing_ok=True)
+    return FitResult(stopper.best, stopper.best_epoch, epoch, history, stopped_early and epoch < config.epochs,
+                     start_epoch, time.perf_counter() - t0)
+
+
+def _labels_logits(model: nn.Module, loader: Iterable, device) -> tuple[np.ndarray, np.ndarray]:
+    s = score(model, loader, device=device, desc="validate")
+    return s.labels, s.logits
+
+
+def _reseed_loader(loader: Any, seed: int) -> None:
+    """Reseed the shuffling generators a DataLoader or its (batch) sampler holds."""
+    for obj in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        gen = getattr(obj, "generator", None)
+        if isinstance(gen, torch.Generator):
+            gen.manual_seed(seed)
+
+
+def _save_last(path: Path, model, optimizer, scheduler, stopper, history, epoch, fingerprint) -> None:
+    state = {"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "early_stopping": stopper.state_dict(), "history": history}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def freeze_for_finetuning(model: nn.Module, unfreeze_blocks: int) -> Callable[[nn.Module], None]:
+    """Train only the head `fc` and the last `unfreeze_blocks` residual stages of a LaDeDa model.
+
+    Returns the `train_mode` for `fit`: trainable stages in train mode, everything frozen in eval mode,
+    so frozen BatchNorm statistics stay untouched.
+    """
+    stages = model.stages
+    if not 0 <= unfreeze_blocks <= len(stages):
+        raise LadedaError(f"unfreeze_blocks must be between 0 and {len(stages)}, got {unfreeze_blocks}")
+    trainable = [model.fc, *stages[len(stages) - unfreeze_blocks:]]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for m in trainable:
+        for p in m.parameters():
+            p.requires_grad_(True)
+
+    def train_mode(m: nn.Module) -> None:
+        m.eval()
+        for t in trainable:
+            t.train()
+
+    return train_mode
