@@ -76,3 +76,14 @@ def make_distill_step(teacher: nn.Module | None, alpha_task: float, alpha_distil
         return total, terms
 
     return step
+
+
+def patch_agreement(student_maps: list, teacher_maps: list) -> float:
+    """Pearson correlation between the aligned student patch logits and the teacher's, over all patches."""
+    s, t = [], []
+    for sm, tm in zip(student_maps, teacher_maps):
+        sm, tm = torch.as_tensor(sm)[None, None], torch.as_tensor(tm)[None, None]
+        s.append(align(sm, tm).flatten())
+        t.append(tm.flatten())
+    s, t = torch.cat(s).double(), torch.cat(t).double()
+    return float(torch.corrcoef(torch.stack([s, t]))[0, 1])

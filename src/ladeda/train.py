@@ -104,7 +104,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
         on_best: Callable[[nn.Module, int, dict], None] | None = None,
         log_epoch: Callable[[dict], None] | None = None,
         last_path: str | Path | None = None,
-        on_epoch_end: Callable[[int], None] | None = None,
+        on_epoch_end: Callable[[int], None] | None = None, keep_last: bool = False,
         desc: str = "train", device: str | torch.device = "cpu") -> FitResult:
     """Train `model` for up to `config.epochs` epochs and return the FitResult.
 
@@ -114,8 +114,10 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
     per epoch (also for epochs replayed from a resumed run, so logs are complete). When `last_path` is
     given, the full training state is written there atomically after every epoch; a later call with the
     same config fingerprint continues after the last finished epoch, otherwise it starts fresh. The file
-    is removed when the run finishes. Every epoch reseeds all RNGs from (seed, epoch), so a resumed run
-    draws exactly the numbers an uninterrupted one would.
+    is removed when the run finishes unless `keep_last` (multi-phase schedules clean up themselves).
+    A resumed run calls `on_best` again with the saved best weights, since DVC clears a stage's outputs
+    before rerunning it. Every epoch reseeds all RNGs from (seed, epoch), so a resumed run draws
+    exactly the numbers an uninterrupted one would.
     """
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
@@ -125,6 +127,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
                                                            patience=config.lr_patience)
     stopper = EarlyStopping(config.patience)
     history: list[dict[str, float]] = []
+    best: dict[str, Any] = {}  # {"state": state dict, "row": metrics} of the best epoch so far
     start_epoch = 0
     fingerprint = config.fingerprint()
     last_path = Path(last_path) if last_path else None
@@ -137,7 +140,13 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
             stopper.load_state_dict(state["early_stopping"])
             history = list(state["history"])
             start_epoch = int(state["epoch"])
+            best = state["best"]
             print(f"{desc}: resuming after epoch {start_epoch} from {last_path}")
+            if on_best and best:
+                current = {k: v.clone() for k, v in model.state_dict().items()}
+                model.load_state_dict(best["state"])
+                on_best(model, int(best["row"]["epoch"]), best["row"])
+                model.load_state_dict(current)
         else:
             print(f"{desc}: {last_path} is from different params; starting fresh")
     for row in history:
@@ -179,16 +188,18 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
         history.append(row)
         print(f"{desc} epoch {epoch}/{config.epochs}: loss {row['train_loss']:.4f}  val AUC {val['auc']:.4f}  "
               f"AP {val['ap']:.4f}  lr {lr:.2g}" + ("  *best*" if improved else ""))
-        if improved and on_best:
-            on_best(model, epoch, row)
+        if improved:
+            best = {"state": {k: v.detach().clone() for k, v in model.state_dict().items()}, "row": row}
+            if on_best:
+                on_best(model, epoch, row)
         if log_epoch:
             log_epoch(row)
         stopped_early = stopper.should_stop
         if last_path:
-            _save_last(last_path, model, optimizer, scheduler, stopper, history, epoch, fingerprint)
+            _save_last(last_path, model, optimizer, scheduler, stopper, history, best, epoch, fingerprint)
         if on_epoch_end:
             on_epoch_end(epoch)
-    if last_path:
+    if last_path and not keep_last:
         last_path.unlink(missing_ok=True)
     return FitResult(stopper.best, stopper.best_epoch, epoch, history, stopped_early and epoch < config.epochs,
                      start_epoch, time.perf_counter() - t0)
@@ -207,10 +218,10 @@ def _reseed_loader(loader: Any, seed: int) -> None:
             gen.manual_seed(seed)
 
 
-def _save_last(path: Path, model, optimizer, scheduler, stopper, history, epoch, fingerprint) -> None:
+def _save_last(path: Path, model, optimizer, scheduler, stopper, history, best, epoch, fingerprint) -> None:
     state = {"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "early_stopping": stopper.state_dict(), "history": history}
+             "early_stopping": stopper.state_dict(), "history": history, "best": best}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

@@ -1,0 +1,347 @@
+"""`ladeda predict`: score image files, folders or globs with a checkpoint; stream a CSV, optional heatmaps.
+
+Streaming: files are read in chunks (up to `4 * batch_size` files or 64 MP), images of equal size within
+a chunk are batched together (no resizing unless `--resize`; NPR models get odd sides cropped by one
+pixel first, which is what the model does anyway), CSV rows are written as each chunk finishes, in
+input order. Only the file list and, for the metric set, the labels and logits of labelled images
+(16 bytes each) are held for the whole run, so 10,000+ images run in bounded memory.
+
+Labels: an image whose path has a `0_real`/`real` or `1_fake`/`fake` folder (the nearest one wins)
+is labelled, and the metric set of `ladeda.evaluate.detection_metrics` is printed for the labelled
+images. Unreadable files (and images smaller than the model's patch) are reported as warnings,
+skipped and counted in the one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import csv
+import glob
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from ladeda.checkpoints import IMAGENET_MEAN, IMAGENET_STD, load_model
+from ladeda.data.images import IMAGE_EXTENSIONS, is_image, load_rgb
+from ladeda.errors import LadedaError, run_cli
+from ladeda.evaluate import detection_metrics, sigmoid
+from ladeda.fastpath import FastModel, configure_threads, optimize_for_inference
+from ladeda.heatmap import heatmap_path, save_heatmap
+from ladeda.io import atomic_path
+from ladeda.models import ARCHS, PREPROCESS_NAMES
+
+CSV_COLUMNS = ("path", "fake_probability", "logit", "prediction", "height", "width", "model")
+REAL_NAMES = frozenset({"0_real", "real"})
+FAKE_NAMES = frozenset({"1_fake", "fake"})
+CHUNK_PIXELS = 64 << 20  # decoded pixels held at once (about 200 MB of RGB)
+BATCH_PIXELS = 1 << 18  # per image slot: a batch holds at most batch_size * 512 x 512 pixels
+
+
+@dataclass
+class Prediction:
+    """One scored image. `prob_map` (per-patch fake probability) and `image` are kept only for heatmaps."""
+
+    path: Path
+    label: int | None
+    logit: float
+    height: int
+    width: int
+    scored_size: tuple[int, int]
+    prob_map: np.ndarray | None = None
+    image: Image.Image | None = None
+
+    @property
+    def probability(self) -> float:
+        return float(sigmoid(np.float64(self.logit)))
+
+
+@dataclass
+class Skipped:
+    """A file that could not be scored, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class Summary:
+    """What a predict run did (also printed as one line)."""
+
+    scored: int
+    fake: int
+    skipped: int
+    seconds: float
+    out: Path
+    metrics: dict | None = None
+    heatmaps: Path | None = None
+
+    def line(self, threshold: float) -> str:
+        rate = self.scored / self.seconds if self.seconds > 0 else float("nan")
+        text = (f"scored {self.scored} images ({self.fake} fake, {self.scored - self.fake} real at threshold "
+                f"{threshold:g}), skipped {self.skipped} (unreadable or too small), in {self.seconds:.1f} s "
+                f"({rate:.1f} img/s); wrote {self.out}")
+        return text + (f" and heatmaps under {self.heatmaps}" if self.heatmaps else "")
+
+
+def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[Path], Path]:
+    """The image files named by `inputs` (files, folders searched recursively, or globs) and their common folder.
+
+    Folders and globs keep files with an image extension (`ladeda.data.images.IMAGE_EXTENSIONS`) and
+    skip hidden files and folders (names starting with '.'); a file named directly is always taken.
+    Order: sorted within each input, inputs in the order given, duplicates dropped. The common folder
+    is the deepest folder holding every file (heatmap paths are mirrored below it).
+    """
+    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    files: dict[str, Path] = {}
+    for spec in specs:
+        path = Path(spec)
+        if path.is_file():
+            found = [path]
+        elif path.is_dir():
+            found = _walk(path)
+        elif glob.has_magic(str(spec)):
+            found = sorted(Path(p) for p in glob.glob(str(spec), recursive=True)
+                           if os.path.isfile(p) and is_image(p) and not _hidden(Path(p)))
+        else:
+            raise LadedaError(f"--input {spec}: no such file or folder; give an image, a folder or a quoted "
+                              f"glob such as 'photos/**/*.jpg'")
+        for f in found:
+            files.setdefault(os.path.abspath(f), f)
+    if not files:
+        raise LadedaError(f"no image files found in {', '.join(map(str, specs))} (looked for "
+                          f"{' '.join(sorted(IMAGE_EXTENSIONS))}); point --input at a folder of images")
+    root = Path(os.path.commonpath([os.path.dirname(a) for a in files]))
+    return list(files.values()), root
+
+
+def _hidden(path: Path) -> bool:
+    return any(part.startswith(".") and part not in (".", "..") for part in path.parts)
+
+
+def _walk(folder: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / name for name in sorted(filenames)
+                     if not name.startswith(".") and is_image(name))
+    return found
+
+
+def label_from_path(path: str | os.PathLike) -> int | None:
+    """0 for a `0_real`/`real` folder in the path, 1 for `1_fake`/`fake` (the nearest folder wins), else None."""
+    for part in reversed(Path(path).parent.parts):
+        name = part.lower()
+        if name in REAL_NAMES:
+            return 0
+        if name in FAKE_NAMES:
+            return 1
+    return None
+
+
+def to_batch(arrays: Sequence[np.ndarray], device: torch.device | str) -> torch.Tensor:
+    """ImageNet-normalised float (B, 3, H, W) batch (channels-last memory) from equal-size uint8 HxWx3 arrays."""
+    x = torch.from_numpy(np.stack(arrays)).to(device).permute(0, 3, 1, 2).float()
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255.0
+    return x.sub_(mean).div_(std)
+
+
+def iter_predictions(model: FastModel | nn.Module, files: Sequence[Path], *, batch_size: int = 32,
+                     device: torch.device | str = "cpu", resize: int | None = None, keep_maps: bool = False,
+                     chunk_files: int | None = None) -> Iterator[Prediction | Skipped]:
+    """Score `files` in input order, yielding one Prediction or Skipped per file, holding one chunk at a time."""
+    model = optimize_for_inference(model)
+    geometry = model.geometry
+    chunk_files = chunk_files or max(4 * batch_size, 16)
+    chunk: list[tuple[Path, np.ndarray, tuple[int, int], Image.Image | None]] = []
+    pixels = 0
+    for path in files:
+        try:
+            image = load_rgb(path)
+        except LadedaError as err:
+            yield Skipped(path, str(err))
+            continue
+        scored = image.resize((resize, resize), Image.BILINEAR) if resize else image
+        arr = np.asarray(scored)
+        if geometry.crop_even:
+            arr = arr[: arr.shape[0] - arr.shape[0] % 2, : arr.shape[1] - arr.shape[1] % 2]
+        if min(arr.shape[:2]) < geometry.min_size:
+            yield Skipped(path, f"{path}: {image.height}x{image.width} is smaller than the model's "
+                                f"{geometry.min_size}x{geometry.min_size} minimum")
+            continue
+        chunk.append((path, arr, (image.height, image.width), image if keep_maps else None))
+        pixels += arr.shape[0] * arr.shape[1]
+        if len(chunk) >= chunk_files or pixels >= CHUNK_PIXELS:
+            yield from _score_chunk(model, chunk, batch_size, device, keep_maps)
+            chunk, pixels = [], 0
+    if chunk:
+        yield from _score_chunk(model, chunk, batch_size, device, keep_maps)
+
+
+@torch.inference_mode()
+def _score_chunk(model: FastModel, chunk, batch_size: int, device, keep_maps: bool) -> Iterator[Prediction]:
+    """Bucket a chunk by size, run each bucket in batches, yield the chunk's predictions in input order."""
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for k, (_, arr, _, _) in enumerate(chunk):
+        buckets.setdefault(arr.shape[:2], []).append(k)
+    logits: list[float] = [0.0] * len(chunk)
+    maps: list[np.ndarray | None] = [None] * len(chunk)
+    for (h, w), members in buckets.items():
+        per = max(1, min(batch_size, (batch_size * BATCH_PIXELS) // (h * w)))
+        for start in range(0, len(members), per):
+            idx = members[start:start + per]
+            patch = model.patch_map(to_batch([chunk[k][1] for k in idx], device))
+            image_logits = patch.mean(dim=(1, 2, 3)).double().cpu().numpy()
+            probs = torch.sigmoid(patch[:, 0]).float().cpu().numpy() if keep_maps else None
+            for n, k in enumerate(idx):
+                logits[k] = float(image_logits[n])
+                if probs is not None:
+                    maps[k] = probs[n]
+    for k, (path, arr, (height, width), image) in enumerate(chunk):
+        yield Prediction(path, label_from_path(path), logits[k], height, width, arr.shape[:2], maps[k], image)
+
+
+def model_description(model: nn.Module, weights: str | os.PathLike) -> str:
+    """The CSV `model` column: arch, width (LaDeDa), input filter and weights file, e.g. `LaDeDa9-w64-NPR@x.pth`."""
+    arch = getattr(model, "arch", type(model).__name__)
+    width = "" if arch == "TinyLaDeDa" else f"-w{model.width}"
+    scale = f"x{model.npr_scale:g}" if model.preprocess == "NPR" and model.npr_scale != 1.0 else ""
+    return f"{arch}{width}-{model.preprocess}{scale}@{Path(weights).name}"
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> CUDA when available else CPU; asking for CUDA without one is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise LadedaError("--device cuda: torch sees no CUDA GPU here; use --device cpu (or auto)")
+    return torch.device(name)
+
+
+def predict(weights: str | os.PathLike, inputs: str | Sequence[str], out: str | os.PathLike, *,
+            arch: str | None = None, preprocess: str | None = None, npr_scale: float | None = None,
+            heatmaps: str | os.PathLike | None = None, batch_size: int = 32, device: str = "auto",
+            threshold: float = 0.5, resize: int | None = None, threads: int | None = None,
+            progress: bool = True) -> Summary:
+    """Score images with a checkpoint, write the CSV (atomically) and heatmaps, print warnings/metrics/summary."""
+    if batch_size < 1:
+        raise LadedaError(f"--batch-size must be at least 1, got {batch_size}")
+    if not 0.0 <= threshold <= 1.0:
+        raise LadedaError(f"--threshold is a probability between 0 and 1, got {threshold}")
+    dev = resolve_device(device)
+    model = load_model(weights, arch=arch, preprocess=preprocess, npr_scale=npr_scale)
+    files, root = find_images(inputs)
+    if dev.type == "cpu":
+        configure_threads(threads)
+    fast = optimize_for_inference(model.to(dev))
+    if resize is not None and resize < fast.geometry.min_size:
+        raise LadedaError(f"--resize {resize} is below the model's {fast.geometry.min_size}-pixel minimum")
+    name = model_description(fast, weights)
+    labels, logits = array.array("b"), array.array("d")
+    scored = fake = skipped = 0
+    start = time.perf_counter()
+    out = Path(out)
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as handle, \
+            tqdm(total=len(files), unit="img", desc="predict", disable=not progress, dynamic_ncols=True) as bar:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for item in iter_predictions(fast, files, batch_size=batch_size, device=dev, resize=resize,
+                                     keep_maps=heatmaps is not None):
+            bar.update(1)
+            if isinstance(item, Skipped):
+                skipped += 1
+                tqdm.write(f"warning: skipped {item.reason}", file=sys.stderr)
+                continue
+            p = item.probability
+            is_fake = p > threshold
+            scored += 1
+            fake += int(is_fake)
+            writer.writerow((str(item.path), f"{p:.6f}", f"{item.logit:.6f}", "fake" if is_fake else "real",
+                             item.height, item.width, name))
+            if item.label is not None:
+                labels.append(item.label)
+                logits.append(item.logit)
+            if heatmaps is not None:
+                save_heatmap(heatmap_path(heatmaps, item.path, root), item.image, item.prob_map, fast.geometry,
+                             item.scored_size)
+        if scored == 0:
+            raise LadedaError(f"none of the {len(files)} image files could be scored (see the warnings); "
+                              f"no CSV written")
+    summary = Summary(scored, fake, skipped, time.perf_counter() - start, out,
+                      heatmaps=Path(heatmaps) if heatmaps is not None else None)
+    if len(labels):
+        summary.metrics = _report_metrics(np.asarray(labels), np.asarray(logits), scored)
+    print(summary.line(threshold))
+    return summary
+
+
+def _report_metrics(labels: np.ndarray, logits: np.ndarray, scored: int) -> dict | None:
+    """Print detection_metrics for the labelled images (or why there are none) and return them."""
+    unlabelled = scored - len(labels)
+    note = f" ({unlabelled} unlabelled images not included)" if unlabelled else ""
+    try:
+        metrics = detection_metrics(labels, logits, "the labelled images")
+    except LadedaError as err:
+        print(f"metrics: not computed: {err}{note}")
+        return None
+    print(f"metrics on {metrics['n']} labelled images ({metrics['n_real']} real, {metrics['n_fake']} fake; "
+          f"accuracies at p = 0.5){note}:")
+    print("  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.startswith("n")))
+    return metrics
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `predict` options (shared by `ladeda predict` and `python -m ladeda.predict`)."""
+    parser.add_argument("--weights", required=True, help="checkpoint: ours (self-describing) or an official state dict")
+    parser.add_argument("--arch", choices=sorted(ARCHS), help="for official files: the model class")
+    parser.add_argument("--preprocess", choices=PREPROCESS_NAMES, help="for official files: the input filter")
+    parser.add_argument("--npr-scale", type=float, help="for official files: NPR scale (2/3 for ForenSynth LaDeDa)")
+    parser.add_argument("--input", required=True, nargs="+", metavar="FILE|DIR|GLOB",
+                        help="image files, folders (recursive) or quoted globs")
+    parser.add_argument("--out", required=True, help="CSV to write (path, fake_probability, logit, prediction, "
+                                                     "height, width, model)")
+    parser.add_argument("--heatmaps", metavar="DIR", help="also write a patch heatmap PNG per image under DIR")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch (same-size images; default 32)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="fake when the fake probability is above this (default 0.5)")
+    parser.add_argument("--resize", type=int, metavar="N",
+                        help="resize every image to NxN first (off by default: resizing alters the pixel "
+                             "traces the detector looks at)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: the CPUs this process may use)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> Summary:
+    """Run `predict` from parsed arguments."""
+    return predict(args.weights, args.input, args.out, arch=args.arch, preprocess=args.preprocess,
+                   npr_scale=args.npr_scale, heatmaps=args.heatmaps, batch_size=args.batch_size,
+                   device=args.device, threshold=args.threshold, resize=args.resize, threads=args.threads,
+                   progress=not args.no_progress)
+
+
+def build_parser(prog: str = "ladeda predict") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Score images as real or generated with a "
+                                     "LaDeDa / Tiny-LaDeDa checkpoint; write a CSV and optional heatmaps.")
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m ladeda.predict ...`"""
+    args = build_parser("python -m ladeda.predict").parse_args(argv)
+    run_cli(lambda: run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Stage evaluate_student: student and teacher side by side on the test split, ROC data, and efficiency."""
+
+import json
+
+from ladeda.checkpoints import load_model
+from ladeda.distill import patch_agreement
+from ladeda.efficiency import count_parameters, flops_per_image, machine_description, measure_throughput
+from ladeda.errors import run_cli
+from ladeda.evaluate import metrics_by_subset, roc_points, score
+from ladeda.fastpath import optimize_for_inference
+from ladeda.io import write_json, write_text
+from ladeda.params import stage_params
+from ladeda.report import markdown_report
+from ladeda.train import seed_everything
+from ladeda.workflow import load_teacher_file, split_loader
+
+STUDENT = "weights/student/student_best.pt"
+FLAGS = {"--teacher-weights": ("teacher_weights", str), "--batch-size": ("evaluate.batch_size", int)}
+
+
+def main() -> None:
+    p = stage_params(__doc__, FLAGS)
+    seed_everything(p.seed)
+    student = load_model(STUDENT)
+    teacher = load_teacher_file(p.teacher_weights, p.teacher_file())
+    loader = split_loader(p.data, p.data.root, "test", p.evaluate.batch_size, p.seed)
+    subsets = [s.subset for s in loader.dataset.samples]
+    result = {"data_root": p.data.root, "teacher_weights": p.teacher_weights}
+    scores = {}
+    for name, model in (("teacher", teacher), ("student", student)):
+        s = scores[name] = score(model, loader, patch_maps=True, desc=f"test {name}")
+        result[name] = {"arch": type(model).__name__, "preprocess": model.preprocess,
+                        "test": metrics_by_subset(s.labels, s.logits, [subsets[i] for i in s.indices]),
+                        "parameters": count_parameters(model)}
+        write_json(f"plots/evaluate_student/roc_{name}.json", roc_points(s.labels, s.logits))
+    t_auc, s_auc = result["teacher"]["test"]["overall"]["auc"], result["student"]["test"]["overall"]["auc"]
+    result["auc_ratio"] = s_auc / t_auc
+    result["patch_agreement"] = patch_agreement(scores["student"].patch_maps, scores["teacher"].patch_maps)
+    h = w = p.data.load_size or p.data.crop_size
+    eff = {"height": h, "width": w, "batch_size": p.evaluate.latency_batch, "machine": machine_description()}
+    for name, model in (("teacher", teacher), ("student", student)):
+        result[name]["flops"] = flops_per_image(model, h, w)
+        speed = measure_throughput(optimize_for_inference(model), h, w, batch_size=p.evaluate.latency_batch,
+                                   repeats=p.evaluate.latency_repeats)
+        eff[name] = {"images_per_s": speed["images_per_s"], "latency_ms_per_image": speed["latency_ms_per_image"]}
+    result["flops_ratio"] = result["teacher"]["flops"] / result["student"]["flops"]
+    result["parameter_ratio"] = result["teacher"]["parameters"] / result["student"]["parameters"]
+    eff["speedup"] = eff["student"]["images_per_s"] / eff["teacher"]["images_per_s"]
+    summary = {"student_test_auc": s_auc, "teacher_test_auc": t_auc, "auc_ratio": result["auc_ratio"],
+               "patch_agreement": result["patch_agreement"]}
+    # Quality metrics are deterministic; measured speed lives apart so `dvc metrics diff` stays meaningful.
+    write_json("metrics/evaluate_student.json", {**summary, **result})
+    write_json("metrics/efficiency.json", eff)
+    write_text("metrics/report.md", markdown_report(result, eff))
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny, learnable in-memory data that goes through the same fit/score code as real data."""
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class PatternImages(Dataset):
+    """Real: smooth noise; fake: the same plus a 2x2-periodic upsampling-like pattern. Items are (x, y, index)."""
+
+    def __init__(self, n: int, size: int = 32, seed: int = 0, strength: float = 0.6):
+        g = torch.Generator().manual_seed(seed)
+        base = torch.nn.functional.avg_pool2d(torch.randn(n, 3, size + 2, size + 2, generator=g), 3, 1)
+        self.labels = torch.arange(n) % 2
+        pattern = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(size // 2, size // 2)
+        self.x = base + strength * self.labels.view(-1, 1, 1, 1) * pattern * torch.rand(n, 1, 1, 1, generator=g)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.labels[i]), i
+
+
+def pattern_loaders(n_train=64, n_val=32, size=32, batch_size=16, seed=0):
+    train = DataLoader(PatternImages(n_train, size, seed), batch_size=batch_size, shuffle=True,
+                       generator=torch.Generator().manual_seed(seed))
+    val = DataLoader(PatternImages(n_val, size, seed + 1), batch_size=64)
+    return train, val
+
+
+@pytest.fixture
+def loaders():
+    return pattern_loaders()

@@ -1,0 +1,149 @@
+"""The fit loop: early stopping, LR schedule, NaN guard, frozen fine-tuning, exact resumption."""
+
+import json
+
+import pytest
+import torch
+
+from ladeda.errors import LadedaError
+from ladeda.models import LaDeDa9, TinyLaDeDa
+from ladeda.train import EarlyStopping, FitConfig, fit, freeze_for_finetuning, seed_everything
+
+from conftest import pattern_loaders
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement():
+    stopper = EarlyStopping(patience=2)
+    aucs = [0.6, 0.7, 0.69, 0.7, 0.65]  # best at epoch 2, then 3 epochs without a strict improvement
+    stopped_at = None
+    for epoch, auc in enumerate(aucs, start=1):
+        stopper.step(auc, epoch)
+        if stopper.should_stop:
+            stopped_at = epoch
+            break
+    assert stopped_at == 4 and stopper.best == 0.7 and stopper.best_epoch == 2
+
+
+def scripted_fit(aucs, patience, lr_patience, monkeypatch, epochs=20):
+    """Run fit with the validation AUC replaced by a scripted sequence."""
+    seq = iter(aucs)
+    monkeypatch.setattr("ladeda.train.detection_metrics",
+                        lambda labels, logits, name: {"auc": next(seq), "ap": 0.5, "acc": 0.5})
+    train, val = pattern_loaders(n_train=8, n_val=8, size=16, batch_size=8)
+    model = TinyLaDeDa("raw")
+    cfg = FitConfig(epochs=epochs, lr=1e-3, patience=patience, lr_factor=0.1, lr_patience=lr_patience)
+    return fit(model, train, val, cfg)
+
+
+def test_fit_stops_at_the_right_epoch_on_a_scripted_auc_sequence(monkeypatch):
+    result = scripted_fit([0.5, 0.6, 0.7, 0.7, 0.69, 0.68, 0.71, 0.9], patience=3, lr_patience=10,
+                          monkeypatch=monkeypatch)
+    assert result.epochs_run == 6 and result.best_epoch == 3 and result.best_auc == 0.7 and result.stopped_early
+
+
+def test_scheduler_lowers_lr_on_plateau(monkeypatch):
+    result = scripted_fit([0.5, 0.6, 0.6, 0.6, 0.6, 0.6], patience=10, lr_patience=1, monkeypatch=monkeypatch,
+                          epochs=6)
+    lrs = [row["lr"] for row in result.history]
+    # lr logged is the one used in that epoch: plateau after epoch 2 for lr_patience=1 epochs -> cut after epoch 4
+    assert lrs[:4] == [1e-3] * 4 and lrs[4] == pytest.approx(1e-4)
+
+
+def test_fit_learns_and_calls_best_and_log_callbacks(loaders):
+    train, val = loaders
+    seed_everything(0)
+    model = TinyLaDeDa("NPR")
+    bests, rows = [], []
+    result = fit(model, train, val, FitConfig(epochs=3, lr=2e-2), on_best=lambda m, e, r: bests.append(e),
+                 log_epoch=rows.append)
+    assert result.best_auc > 0.9
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and bests[0] == 1 and bests[-1] == result.best_epoch
+    assert {"train_loss", "train_bce", "val_auc", "val_ap", "lr"} <= set(rows[0])
+
+
+def test_nan_loss_is_a_clear_error(loaders):
+    train, val = loaders
+
+    def nan_step(model, x, y):
+        return model(x).sum() * float("nan"), {}
+
+    with pytest.raises(LadedaError, match="loss became nan at epoch 1, step 0"):
+        fit(TinyLaDeDa(), train, val, FitConfig(epochs=1, lr=1e-3), step_fn=nan_step)
+
+
+def snapshot(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_frozen_blocks_do_not_change_and_unfrozen_ones_do():
+    train, val = pattern_loaders(n_train=32, n_val=16, size=24)
+    seed_everything(0)
+    model = LaDeDa9(preprocess="NPR", width=4)
+    before = snapshot(model)
+    train_mode = freeze_for_finetuning(model, unfreeze_blocks=1)
+    fit(model, train, val, FitConfig(epochs=1, lr=1e-2), train_mode=train_mode)
+    after = model.state_dict()
+    for key, value in before.items():
+        trainable = key.startswith(("layer4.", "fc."))
+        changed = not torch.equal(value, after[key])
+        if key.endswith("num_batches_tracked"):
+            assert changed == trainable, key
+        elif trainable and "running" not in key:
+            assert changed, f"{key} should have trained"
+        elif not trainable:
+            assert not changed, f"{key} is frozen (parameters and BatchNorm buffers)"
+    assert not any(p.requires_grad for n, p in model.named_parameters() if not n.startswith(("layer4.", "fc.")))
+
+
+def test_head_only_fine_tuning_keeps_every_stage():
+    train, val = pattern_loaders(n_train=32, n_val=16, size=24)
+    model = LaDeDa9(width=4)
+    before = snapshot(model)
+    fit(model, train, val, FitConfig(epochs=1, lr=1e-2), train_mode=freeze_for_finetuning(model, 0))
+    changed = {k.split(".")[0] for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"fc"}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
+    def run(last_path, stop_after=None, seed_model=0):
+        train, val = pattern_loaders(seed=3)
+        torch.manual_seed(seed_model)
+        model = TinyLaDeDa("right_diag")
+        bests, rows = [], []
+
+        def hook(epoch):
+            if epoch == stop_after:
+                raise Interrupt
+
+        cfg = FitConfig(epochs=5, lr=5e-3, patience=10, seed=7)
+        res = fit(model, train, val, cfg, last_path=last_path, on_epoch_end=hook, log_epoch=rows.append,
+                  on_best=lambda m, e, r: bests.append((e, snapshot(m))))
+        return model, res, rows, bests
+
+    full_model, full, full_rows, _ = run(None)
+    last = tmp_path / "last.pt"
+    with pytest.raises(Interrupt):
+        run(last, stop_after=2)
+    assert last.is_file()
+    resumed_model, res, rows, bests = run(last, seed_model=123)  # a different init: must be overwritten
+    assert res.resumed_from == 2 and res.epochs_run == 5
+    assert json.dumps(rows) == json.dumps(full_rows), "replayed + continued history equals the full run"
+    for key, value in full_model.state_dict().items():
+        assert torch.equal(value, resumed_model.state_dict()[key]), key
+    assert bests and bests[0][0] <= 2, "the saved best is re-emitted on resume (DVC removed the file)"
+    assert not last.exists(), "the last checkpoint is removed when the run finishes"
+
+
+def test_resume_with_different_params_starts_fresh(tmp_path, capsys):
+    train, val = pattern_loaders()
+    last = tmp_path / "last.pt"
+    with pytest.raises(Interrupt):
+        fit(TinyLaDeDa(), train, val, FitConfig(epochs=3, lr=1e-3), last_path=last,
+            on_epoch_end=lambda e: (_ for _ in ()).throw(Interrupt))
+    res = fit(TinyLaDeDa(), train, val, FitConfig(epochs=2, lr=2e-3), last_path=last)
+    assert res.resumed_from == 0 and res.epochs_run == 2
+    assert "different params; starting fresh" in capsys.readouterr().out
