@@ -7,8 +7,10 @@ from ladeda.errors import run_cli
 from ladeda.gates import finetune_decision
 from ladeda.io import write_json
 from ladeda.params import stage_params
-from ladeda.train import fit, freeze_for_finetuning, seed_everything
-from ladeda.workflow import as_dict, checkpoint_on_best, fit_config, load_pretrained_teacher, read_metrics, split_loader
+from ladeda.runtime import tune_allocator
+from ladeda.train import fit, freeze_for_finetuning, seed_everything, set_bn_momentum
+from ladeda.workflow import (as_dict, checkpoint_on_best, fit_config, load_pretrained_teacher, read_metrics,
+                             split_loader)
 
 OUT = "weights/teacher/teacher_finetuned_best.pth"
 FLAGS = {"--epochs": ("finetune.epochs", int), "--batch-size": ("finetune.batch_size", int),
@@ -20,6 +22,7 @@ FLAGS = {"--epochs": ("finetune.epochs", int), "--batch-size": ("finetune.batch_
 def main() -> None:
     p = stage_params(__doc__, FLAGS)
     seed_everything(p.seed)
+    tune_allocator()
     diagnosis = read_metrics("metrics/diagnose.json", "diagnose")
     decision = finetune_decision(p.finetune.policy, diagnosis["band"])
     print(f"finetune_teacher: {decision.reason}")
@@ -35,6 +38,7 @@ def main() -> None:
             summary.update(val_auc=diagnosis["val_auc"], best_epoch=0, epochs_run=0)
         else:
             train_mode = freeze_for_finetuning(model, p.finetune.unfreeze_blocks)
+            set_bn_momentum(model, p.finetune.bn_momentum)  # frozen BatchNorms stay in eval mode regardless
             train = split_loader(p.data, p.data.root, "train", p.finetune.batch_size, p.seed)
             val = split_loader(p.data, p.data.root, "val", p.diagnose.batch_size, p.seed)
             result = fit(model, train, val, fit_config(p.finetune, p.seed, params=used), train_mode=train_mode,

@@ -6,7 +6,8 @@ from ladeda.errors import run_cli
 from ladeda.io import write_json
 from ladeda.models import build_model
 from ladeda.params import stage_params
-from ladeda.train import fit, seed_everything
+from ladeda.runtime import tune_allocator
+from ladeda.train import fit, seed_everything, set_bn_momentum
 from ladeda.workflow import as_dict, checkpoint_on_best, fit_config, split_loader
 
 OUT = "weights/pretrained/default_LaDeDa.pth"
@@ -17,8 +18,10 @@ FLAGS = {"--epochs": ("pretrain.epochs", int), "--batch-size": ("pretrain.batch_
 def main() -> None:
     p = stage_params(__doc__, FLAGS)
     seed_everything(p.seed)
+    tune_allocator()
     t, d = p.teacher, p.data
     model = build_model(t.arch, t.preprocess, t.npr_scale, t.width)
+    set_bn_momentum(model, p.pretrain.bn_momentum)
     train = split_loader(d, d.source_root, "train", p.pretrain.batch_size, p.seed)
     val = split_loader(d, d.source_root, "val", p.diagnose.batch_size, p.seed)
     used = {"teacher": as_dict(t), "pretrain": as_dict(p.pretrain), "data": as_dict(d), "seed": p.seed}

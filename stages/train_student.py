@@ -8,8 +8,9 @@ from ladeda.gates import RECOMMENDATION_WORDS
 from ladeda.io import write_json
 from ladeda.models import TinyLaDeDa
 from ladeda.params import stage_params
+from ladeda.runtime import tune_allocator
 from ladeda.student import plan_schedule, train_student
-from ladeda.train import seed_everything
+from ladeda.train import seed_everything, set_bn_momentum
 from ladeda.workflow import as_dict, checkpoint_on_best, distillation_gate, load_teacher_file, split_loader
 
 BEST, FINAL = "weights/student/student_best.pt", "weights/student/student_final.pt"
@@ -23,6 +24,7 @@ FLAGS = {"--teacher-weights": ("teacher_weights", str), "--schedule": ("student.
 def main() -> None:
     p = stage_params(__doc__, FLAGS)
     seed_everything(p.seed)
+    tune_allocator()
     teacher = load_teacher_file(p.teacher_weights, p.teacher_file())
     val = split_loader(p.data, p.data.root, "val", p.evaluate_teacher.batch_size, p.seed)
     gate = distillation_gate(p, teacher, val)
@@ -31,6 +33,7 @@ def main() -> None:
           f"{RECOMMENDATION_WORDS[gate['recommendation']]}")
     phases = plan_schedule(p.student, p.task_weight, p.alpha_distill, distill)
     student = TinyLaDeDa(p.student.preprocess, p.student.npr_scale)
+    set_bn_momentum(student, p.student.bn_momentum)
     train = split_loader(p.data, p.data.root, "train", p.student.batch_size, p.seed)
     used = {"student": as_dict(p.student), "alpha_task": p.task_weight, "alpha_distill": p.alpha_distill,
             "teacher_weights": p.teacher_weights, "data": as_dict(p.data), "seed": p.seed}

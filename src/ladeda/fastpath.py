@@ -11,16 +11,18 @@ non-trivial BatchNorm statistics). What it changes, and why (measured on 2 CPU c
 2. Every other BatchNorm is folded into the conv before it (`torch.nn.utils.fusion.fuse_conv_bn_eval`),
    so inference does one pass over each activation instead of two.
 3. The per-location linear head becomes a 1x1 conv; all weights and inputs are channels-last
-   (NHWC), which oneDNN runs 3-5x faster than NCHW for these thin (8-channel) layers.
+   (NHWC), which oneDNN runs 3-5x faster than NCHW for these thin (8-channel) layers. Large convs
+   run on oneDNN even where torch would choose its generic im2col path (`OneDNNConv2d`).
 4. Cache-sized work units (CPU only). The thin Tiny-LaDeDa activations of a whole 32-image batch
    (66 MB per layer at 256x256) do not fit in cache and the layers become memory-bound: one 3x3
    8->8 conv ran at 580 img/s on a 32-image batch but 1,250 img/s on 1-4 images. So a batch is run
-   in micro-batches of about `work_pixels` pixels, and an image larger than that is run in tiles of
-   its patch grid. Tiles are exact, not approximate: after the parameter-free input filter (applied to
-   the whole image first) every layer is an unpadded conv and residuals are cropped at the
-   bottom-right, so patch-map cell (i, j) depends only on the trunk input window
-   [S*i, S*i+R) x [S*j, S*j+R) (S = 8 for LaDeDa, 2 for Tiny-LaDeDa; R = patch size, 5 for Tiny
-   on the filtered image). Tiling also bounds the memory used by a very large image on any device.
+   in micro-batches of about `work_pixels` pixels (default 2^17, two 256x256 images; see
+   WORK_PIXELS), and an image larger than that is run in tiles of its patch grid. Tiles are exact,
+   not approximate: after the parameter-free input filter (applied to the whole image first) every
+   layer is an unpadded conv and residuals are cropped at the bottom-right, so patch-map cell
+   (i, j) depends only on the trunk input window [S*i, S*i+R) x [S*j, S*j+R) (S = 8 for LaDeDa,
+   2 for Tiny-LaDeDa; R = patch size, 5 for Tiny on the filtered image). Tiling also bounds the
+   memory a very large image needs, on any device.
 
 The copy is for inference only: its module names differ from the official state dict (do not save it
 as a checkpoint; export or keep the original model for that).
@@ -31,6 +33,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -39,10 +42,12 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ladeda.models import LaDeDa, TinyLaDeDa
 
-# Working-set target of one CPU work unit: about this many bytes per stem channel-pixel. 4 MiB of
-# stem activations (131k pixels for Tiny-LaDeDa, 2 images of 256x256) was in the fast plateau measured
-# for 1-4 images; 32 images were 2.5x slower.
-CACHE_BYTES = 4 << 20
+# Pixels per CPU work unit (micro-batch or tile). Measured at 256x256 on one thread, img/s by work
+# unit of 2^14 / 2^15 / 2^16 / 2^17 / 2^18 / 2^19 / 2^21 pixels: Tiny-LaDeDa 131 / 183 / 243 / 307 /
+# 306 / 209 / 120; LaDeDa9 (width 64) at 2^15 / 2^16 / 2^17 / 2^18: 1.32 / 1.47 / 1.41 / 1.17.
+WORK_PIXELS = 1 << 17
+# Convs with fewer multiply-adds than this keep torch's own backend choice (oneDNN costs ~0.05 ms a call).
+ONEDNN_MIN_MACS = 1 << 22
 # On a GPU, only very large images are tiled (to bound memory); batches run whole.
 GPU_WORK_PIXELS = 1 << 22
 
@@ -94,21 +99,19 @@ def patch_geometry(model: nn.Module) -> PatchGeometry:
 
 
 def configure_threads(num_threads: int | None = None) -> int:
-    """Set torch's intra-op threads to the CPUs this process may use (or `num_threads`); returns it.
+    """Set torch's intra-op threads and return the number used.
 
-    `OMP_NUM_THREADS` wins when set. Inter-op threads are set to 1 (inference runs one op at a time;
-    extra pools only compete for the same cores); torch allows that only before any parallel work,
-    so it is skipped silently when too late.
+    Default: the CPUs this process may use minus those other processes are keeping busy right now
+    (`idle_cpus`), at least 1; `OMP_NUM_THREADS` or `num_threads` override it. Why not simply all
+    CPUs: torch's OpenMP threads wait for each other at every op, so one thread that has to share
+    its core stalls them all. Measured on 2 cores while two other processes kept both busy: a
+    LaDeDa9 (width 8) forward on 3 images of 64x64 took 3.4 s with 2 threads and 0.01 s with 1.
+    Inter-op threads are set to 1 (inference runs one op at a time); torch allows that only before
+    any parallel work, so it is skipped silently when too late.
     """
     if num_threads is None:
         env = os.environ.get("OMP_NUM_THREADS", "")
-        if env.isdigit() and int(env) > 0:
-            num_threads = int(env)
-        else:
-            try:
-                num_threads = len(os.sched_getaffinity(0))
-            except AttributeError:  # not Linux
-                num_threads = os.cpu_count() or 1
+        num_threads = int(env) if env.isdigit() and int(env) > 0 else idle_cpus()
     num_threads = max(1, int(num_threads))
     torch.set_num_threads(num_threads)
     try:
@@ -118,6 +121,48 @@ def configure_threads(num_threads: int | None = None) -> int:
     return num_threads
 
 
+def idle_cpus(sample_s: float = 0.2) -> int:
+    """CPUs this process may use that other processes are not keeping busy (at least 1).
+
+    Busy time of those CPUs is sampled from /proc/stat over `sample_s` seconds (instantaneous,
+    unlike the load average, which still counts a run that just ended for minutes); where there is
+    no /proc/stat the 1-minute load average stands in.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = list(range(os.cpu_count() or 1))
+    before = _cpu_times(cpus)
+    if before is not None:
+        time.sleep(sample_s)
+        after = _cpu_times(cpus)
+    if before is not None and after is not None:
+        busy = 0.0
+        for (busy0, total0), (busy1, total1) in zip(before, after):
+            busy += (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0
+    else:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            busy = 0.0
+    return max(1, min(len(cpus), int(len(cpus) - busy + 0.5)))
+
+
+def _cpu_times(cpus: list[int]) -> list[tuple[int, int]] | None:
+    """(busy, total) clock ticks of each CPU in `cpus` from /proc/stat, or None where unavailable."""
+    try:
+        with open("/proc/stat") as f:
+            rows = (line.split() for line in f)
+            lines = {parts[0]: parts[1:] for parts in rows if parts and parts[0].startswith("cpu")}
+        out = []
+        for cpu in cpus:
+            ticks = [int(v) for v in lines[f"cpu{cpu}"][:8]]  # user nice system idle iowait irq softirq steal
+            out.append((sum(ticks) - ticks[3] - ticks[4], sum(ticks)))
+        return out
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
 class FastModel(nn.Module):
     """Inference-only copy of a LaDeDa / Tiny-LaDeDa: folded stem and BatchNorms, channels-last, cache-sized work.
 
@@ -125,7 +170,7 @@ class FastModel(nn.Module):
     logits, and the attributes `preprocess`, `npr_scale`, `width`, `input_filter`, plus `geometry`.
     """
 
-    def __init__(self, model: nn.Module, cache_bytes: int = CACHE_BYTES):
+    def __init__(self, model: nn.Module, work_pixels: int = WORK_PIXELS):
         super().__init__()
         if not isinstance(model, (LaDeDa, TinyLaDeDa)):
             raise TypeError(f"optimize_for_inference needs a LaDeDa or TinyLaDeDa model, got {type(model).__name__}")
@@ -139,9 +184,11 @@ class FastModel(nn.Module):
         layers = [getattr(model, f"layer{i}") for i in range(1, 5) if hasattr(model, f"layer{i}")]
         self.blocks = nn.Sequential(*(fold_batchnorms(layer) for layer in layers))
         self.head = linear_as_conv(model.fc)
-        self.work_pixels = max(1, cache_bytes // (4 * self.stem.out_channels))
+        _use_onednn(self)
+        self.work_pixels = max(1, int(work_pixels))
         self.to(memory_format=torch.channels_last)
         self.requires_grad_(False)
+        self.eval()
 
     def trunk(self, z: torch.Tensor) -> torch.Tensor:
         """Patch logits of an already filtered batch, in one piece (no micro-batching or tiling)."""
@@ -187,12 +234,15 @@ class FastModel(nn.Module):
         return f"arch={self.arch}, preprocess={self.preprocess}, work_pixels={self.work_pixels}"
 
 
-def optimize_for_inference(model: nn.Module, cache_bytes: int = CACHE_BYTES) -> FastModel:
-    """An eval-only FastModel copy of `model` (the original is untouched); a FastModel is returned as is."""
+def optimize_for_inference(model: nn.Module, work_pixels: int = WORK_PIXELS) -> FastModel:
+    """An eval-only FastModel copy of `model` (the original is untouched); a FastModel is returned as is.
+
+    `work_pixels`: pixels per CPU work unit (micro-batch or tile), see WORK_PIXELS.
+    """
     if isinstance(model, FastModel):
         return model
     with torch.no_grad():
-        return FastModel(model, cache_bytes)
+        return FastModel(model, work_pixels)
 
 
 def fold_stem(conv1: nn.Conv2d, conv2: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -256,6 +306,41 @@ def linear_as_conv(fc: nn.Linear) -> nn.Conv2d:
     if fc.bias is not None:
         conv.bias.data.copy_(fc.bias.detach())
     return conv
+
+
+class OneDNNConv2d(nn.Conv2d):
+    """A Conv2d that runs on oneDNN for float32 CPU tensors when that is the faster choice.
+
+    torch picks its generic im2col path for many small-batch convs on one thread (1x1 kernels,
+    small inputs), which was 7x slower for Tiny-LaDeDa's 8->8 1x1 conv on 254x254 maps (4.1 vs
+    0.6 ms for 2 images) and 10-40% slower for LaDeDa9's large 1x1 convs. oneDNN has a fixed cost
+    of about 0.05 ms a call, though, so small convs (fewer than ONEDNN_MIN_MACS multiply-adds) and
+    the one-channel head keep torch's choice. Tracing and ONNX export always see a
+    plain conv, so exported graphs stay portable.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or x.device.type != "cpu"
+                or x.dtype != torch.float32 or self.out_channels == 1 or isinstance(self.padding, str)
+                or self.padding_mode != "zeros" or not torch.backends.mkldnn.is_available()
+                or self._macs(x) < ONEDNN_MIN_MACS):
+            return super().forward(x)
+        return torch.mkldnn_convolution(x, self.weight, self.bias, list(self.padding), list(self.stride),
+                                        list(self.dilation), self.groups)
+
+    def _macs(self, x: torch.Tensor) -> int:
+        """Approximate multiply-adds of this conv on `x` (output pixels x weights per output pixel)."""
+        return (x.shape[0] * x.shape[-2] * x.shape[-1] // (self.stride[0] * self.stride[1])
+                * self.weight.shape[0] * self.weight[0].numel())
+
+
+def _use_onednn(module: nn.Module) -> None:
+    """Turn every nn.Conv2d below `module` into a OneDNNConv2d with the same weights (in place)."""
+    for name, child in module.named_children():
+        if type(child) is nn.Conv2d:
+            child.__class__ = OneDNNConv2d  # same attributes and parameters, different forward
+        else:
+            _use_onednn(child)
 
 
 def _even_split(n: int, most: int) -> int:

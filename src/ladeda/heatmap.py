@@ -18,6 +18,7 @@ image is large enough) is drawn inside the right edge of the image.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -81,10 +82,15 @@ def render_heatmap(image: Image.Image, probs: np.ndarray, geometry: PatchGeometr
     return result
 
 
+@functools.lru_cache(maxsize=8)
+def _font(size: int):
+    return ImageFont.load_default(size=size)
+
+
 def _label_scale(img: Image.Image, strip: int) -> None:
     """Write 1 / 0.5 / 0 (fake probability) beside the colour strip, on dark boxes for contrast."""
     draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default(size=max(10, min(16, img.height // 16)))
+    font = _font(max(10, min(16, img.height // 16)))
     w, h = img.size
     for text, frac in (("1", 0.0), ("0.5", 0.5), ("0", 1.0)):
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
@@ -113,5 +119,5 @@ def save_heatmap(path: str | os.PathLike, image: Image.Image, probs: np.ndarray,
     """Render and write one heatmap PNG atomically; returns its path."""
     rendered = render_heatmap(image, probs, geometry, scored_size)
     with atomic_path(path) as tmp:
-        rendered.save(tmp, format="PNG")
+        rendered.save(tmp, format="PNG", compress_level=1)  # fast; heatmaps are for looking at
     return Path(path)

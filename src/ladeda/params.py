@@ -79,6 +79,7 @@ class FitParams:
     patience: int = 5
     lr_factor: float = 0.5
     lr_patience: int = 2
+    bn_momentum: Optional[float] = None  # null keeps the official BatchNorm momenta
 
 
 @dataclass
@@ -125,6 +126,7 @@ class StudentParams:
     patience: int = 5
     lr_factor: float = 0.5
     lr_patience: int = 2
+    bn_momentum: Optional[float] = None
 
 
 @dataclass
@@ -304,6 +306,7 @@ def _validate(p: Params, s: str) -> None:
         _check(f.weight_decay >= 0, s, f"{sec}.weight_decay", "must be >= 0")
         _check(f.batch_size >= 1, s, f"{sec}.batch_size", "must be >= 1")
         _check(0 < f.lr_factor < 1, s, f"{sec}.lr_factor", "must be in (0, 1)")
+        _check(f.bn_momentum is None or 0 < f.bn_momentum <= 1, s, f"{sec}.bn_momentum", "must be null or in (0, 1]")
     _check(p.finetune.policy in ("auto", "always", "never"), s, "finetune.policy", "must be auto, always or never")
     _check(0 <= p.finetune.unfreeze_blocks <= 4, s, "finetune.unfreeze_blocks", "must be 0 (head only) to 4 (all stages)")
     _check(p.student.schedule in ("single_stage", "two_stage"), s, "student.schedule", "must be single_stage or two_stage")

@@ -4,7 +4,7 @@ Streaming: files are read in chunks (up to `4 * batch_size` files or 64 MP), ima
 a chunk are batched together (no resizing unless `--resize`; NPR models get odd sides cropped by one
 pixel first, which is what the model does anyway), CSV rows are written as each chunk finishes, in
 input order. Only the file list and, for the metric set, the labels and logits of labelled images
-(16 bytes each) are held for the whole run, so 10,000+ images run in bounded memory.
+(9 bytes each) are held for the whole run, so 10,000+ images run in bounded memory.
 
 Labels: an image whose path has a `0_real`/`real` or `1_fake`/`fake` folder (the nearest one wins)
 is labelled, and the metric set of `ladeda.evaluate.detection_metrics` is printed for the labelled
@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -84,12 +85,13 @@ class Summary:
     out: Path
     metrics: dict | None = None
     heatmaps: Path | None = None
+    device: str = "cpu"
 
     def line(self, threshold: float) -> str:
         rate = self.scored / self.seconds if self.seconds > 0 else float("nan")
         text = (f"scored {self.scored} images ({self.fake} fake, {self.scored - self.fake} real at threshold "
                 f"{threshold:g}), skipped {self.skipped} (unreadable or too small), in {self.seconds:.1f} s "
-                f"({rate:.1f} img/s); wrote {self.out}")
+                f"({rate:.1f} img/s on {self.device}); wrote {self.out}")
         return text + (f" and heatmaps under {self.heatmaps}" if self.heatmaps else "")
 
 
@@ -163,21 +165,21 @@ def iter_predictions(model: FastModel | nn.Module, files: Sequence[Path], *, bat
     model = optimize_for_inference(model)
     geometry = model.geometry
     chunk_files = chunk_files or max(4 * batch_size, 16)
-    chunk: list[tuple[Path, np.ndarray, tuple[int, int], Image.Image | None]] = []
+    chunk: list[Skipped | tuple[Path, np.ndarray, tuple[int, int], Image.Image | None]] = []
     pixels = 0
     for path in files:
         try:
             image = load_rgb(path)
         except LadedaError as err:
-            yield Skipped(path, str(err))
+            chunk.append(Skipped(path, str(err)))
             continue
         scored = image.resize((resize, resize), Image.BILINEAR) if resize else image
         arr = np.asarray(scored)
         if geometry.crop_even:
             arr = arr[: arr.shape[0] - arr.shape[0] % 2, : arr.shape[1] - arr.shape[1] % 2]
         if min(arr.shape[:2]) < geometry.min_size:
-            yield Skipped(path, f"{path}: {image.height}x{image.width} is smaller than the model's "
-                                f"{geometry.min_size}x{geometry.min_size} minimum")
+            chunk.append(Skipped(path, f"{path}: {image.height}x{image.width} is smaller than the model's "
+                                       f"{geometry.min_size}x{geometry.min_size} minimum"))
             continue
         chunk.append((path, arr, (image.height, image.width), image if keep_maps else None))
         pixels += arr.shape[0] * arr.shape[1]
@@ -189,11 +191,12 @@ def iter_predictions(model: FastModel | nn.Module, files: Sequence[Path], *, bat
 
 
 @torch.inference_mode()
-def _score_chunk(model: FastModel, chunk, batch_size: int, device, keep_maps: bool) -> Iterator[Prediction]:
-    """Bucket a chunk by size, run each bucket in batches, yield the chunk's predictions in input order."""
+def _score_chunk(model: FastModel, chunk, batch_size: int, device, keep_maps: bool) -> Iterator[Prediction | Skipped]:
+    """Bucket a chunk by size, run each bucket in batches, yield the chunk's items in input order."""
     buckets: dict[tuple[int, int], list[int]] = {}
-    for k, (_, arr, _, _) in enumerate(chunk):
-        buckets.setdefault(arr.shape[:2], []).append(k)
+    for k, entry in enumerate(chunk):
+        if not isinstance(entry, Skipped):
+            buckets.setdefault(entry[1].shape[:2], []).append(k)
     logits: list[float] = [0.0] * len(chunk)
     maps: list[np.ndarray | None] = [None] * len(chunk)
     for (h, w), members in buckets.items():
@@ -207,7 +210,11 @@ def _score_chunk(model: FastModel, chunk, batch_size: int, device, keep_maps: bo
                 logits[k] = float(image_logits[n])
                 if probs is not None:
                     maps[k] = probs[n]
-    for k, (path, arr, (height, width), image) in enumerate(chunk):
+    for k, entry in enumerate(chunk):
+        if isinstance(entry, Skipped):
+            yield entry
+            continue
+        path, arr, (height, width), image = entry
         yield Prediction(path, label_from_path(path), logits[k], height, width, arr.shape[:2], maps[k], image)
 
 
@@ -241,8 +248,10 @@ def predict(weights: str | os.PathLike, inputs: str | Sequence[str], out: str | 
     dev = resolve_device(device)
     model = load_model(weights, arch=arch, preprocess=preprocess, npr_scale=npr_scale)
     files, root = find_images(inputs)
+    where = str(dev)
     if dev.type == "cpu":
-        configure_threads(threads)
+        n = configure_threads(threads)
+        where = f"cpu, {n} thread{'s' if n > 1 else ''}"
     fast = optimize_for_inference(model.to(dev))
     if resize is not None and resize < fast.geometry.min_size:
         raise LadedaError(f"--resize {resize} is below the model's {fast.geometry.min_size}-pixel minimum")
@@ -278,7 +287,7 @@ def predict(weights: str | os.PathLike, inputs: str | Sequence[str], out: str | 
             raise LadedaError(f"none of the {len(files)} image files could be scored (see the warnings); "
                               f"no CSV written")
     summary = Summary(scored, fake, skipped, time.perf_counter() - start, out,
-                      heatmaps=Path(heatmaps) if heatmaps is not None else None)
+                      heatmaps=Path(heatmaps) if heatmaps is not None else None, device=where)
     if len(labels):
         summary.metrics = _report_metrics(np.asarray(labels), np.asarray(logits), scored)
     print(summary.line(threshold))
@@ -300,25 +309,34 @@ def _report_metrics(labels: np.ndarray, logits: np.ndarray, scored: int) -> dict
     return metrics
 
 
+def number(text: str) -> float:
+    """An argparse type accepting decimals or fractions (`--npr-scale 2/3`)."""
+    try:
+        return float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number such as 0.5 or 2/3") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `predict` options (shared by `ladeda predict` and `python -m ladeda.predict`)."""
     parser.add_argument("--weights", required=True, help="checkpoint: ours (self-describing) or an official state dict")
     parser.add_argument("--arch", choices=sorted(ARCHS), help="for official files: the model class")
     parser.add_argument("--preprocess", choices=PREPROCESS_NAMES, help="for official files: the input filter")
-    parser.add_argument("--npr-scale", type=float, help="for official files: NPR scale (2/3 for ForenSynth LaDeDa)")
+    parser.add_argument("--npr-scale", type=number, help="for official files: NPR scale (2/3 for ForenSynth LaDeDa)")
     parser.add_argument("--input", required=True, nargs="+", metavar="FILE|DIR|GLOB",
                         help="image files, folders (recursive) or quoted globs")
     parser.add_argument("--out", required=True, help="CSV to write (path, fake_probability, logit, prediction, "
                                                      "height, width, model)")
     parser.add_argument("--heatmaps", metavar="DIR", help="also write a patch heatmap PNG per image under DIR")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch (same-size images; default 32)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: CUDA when torch sees a GPU, else CPU")
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="fake when the fake probability is above this (default 0.5)")
     parser.add_argument("--resize", type=int, metavar="N",
                         help="resize every image to NxN first (off by default: resizing alters the pixel "
                              "traces the detector looks at)")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: the CPUs this process may use)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: the CPUs not busy with other work)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -248,3 +248,16 @@ def freeze_for_finetuning(model: nn.Module, unfreeze_blocks: int) -> Callable[[n
             t.train()
 
     return train_mode
+
+
+def set_bn_momentum(model: nn.Module, momentum: float | None) -> None:
+    """Set every BatchNorm's running-statistics momentum (None keeps the model's own).
+
+    The official stems use 0.001, which suits long training; a short CPU run from scratch needs a
+    larger value or the running statistics (used in eval mode) never reach the data's.
+    """
+    if momentum is None:
+        return
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum

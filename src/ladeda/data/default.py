@@ -13,15 +13,15 @@ it was made. Everything follows from the seed.
 
 from __future__ import annotations
 
+import importlib.util
 import io
-import math
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -45,13 +45,12 @@ class Photo:
     grey: bool = False
 
     def path(self) -> Path:
-        """The file inside the installed package (no network: packages' downloadable data is never used)."""
+        """The file inside the installed package (found without importing it; never downloaded data)."""
         package, rel = self.where.split(":", 1)
-        if package == "matplotlib":
-            import matplotlib
-            return Path(matplotlib.get_data_path()) / rel
-        module = __import__(package)
-        return Path(module.__file__).parent / rel
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise LadedaError(f"package {package!r} is not installed; it ships the sample photo {self.name!r}")
+        return Path(list(spec.submodule_search_locations)[0]) / rel
 
 
 PHOTOS = (
@@ -62,7 +61,7 @@ PHOTOS = (
     Photo("motorcycle_left", "skimage:data/motorcycle_left.png"),
     Photo("china", "sklearn:datasets/images/china.jpg"),
     Photo("flower", "sklearn:datasets/images/flower.jpg"),
-    Photo("grace_hopper", "matplotlib:sample_data/grace_hopper.jpg"),
+    Photo("grace_hopper", "matplotlib:mpl-data/sample_data/grace_hopper.jpg"),
     Photo("camera", "skimage:data/camera.png", grey=True),
     Photo("coins", "skimage:data/coins.png", grey=True),
     Photo("clock_motion", "skimage:data/clock_motion.png", grey=True),
@@ -229,14 +228,6 @@ def process(img: Image.Image, recipe: Recipe, rng: np.random.Generator) -> tuple
 
 
 # --------------------------------------------------------------------------------------------- generation
-
-@dataclass
-class DomainPlan:
-    """Per split: how many images per class, and (for the target test split) per subset."""
-
-    counts: dict[str, int]
-    subsets: dict[str, list[str]] = field(default_factory=dict)
-
 
 def _split_subsets(recipe: Recipe, split: str, n: int) -> list[tuple[str, str | None, int]]:
     """(subset folder, family or None for a mix, images per class) for one split of a domain."""

@@ -13,15 +13,17 @@ import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ladeda.data.images import is_image, load_rgb
-from ladeda.data.transforms import ImageTransform
 from ladeda.errors import LadedaError
+
+if TYPE_CHECKING:  # torchvision is slow to import and only the training stages need it
+    from ladeda.data.transforms import ImageTransform
 
 SPLITS = ("train", "val", "test")
 CLASS_DIRS = {"0_real": 0, "real": 0, "1_fake": 1, "fake": 1}
@@ -132,13 +134,13 @@ class LabeledImages(Dataset):
     them out. A file that breaks during training is a hard error rather than a silently smaller epoch.)
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: ImageTransform):
+    def __init__(self, samples: Sequence[Sample], transform: "ImageTransform"):
         self.samples = list(samples)
         self.transform = transform
         self.scan: SplitScan | None = None
 
     @classmethod
-    def from_split(cls, root: str | os.PathLike, split: str, transform: ImageTransform,
+    def from_split(cls, root: str | os.PathLike, split: str, transform: "ImageTransform",
                    exclude: Iterable[str] = ()) -> "LabeledImages":
         """The dataset of `{root}/{split}`; `.scan` keeps the skipped-file counts for reporting."""
         scan = scan_split(root, split, exclude)

@@ -89,8 +89,13 @@ class Decoder(nn.Module):
         up = self.upsample_image(z)
         keep = keep.view(-1, 1, 1, 1).to(x.dtype)
         detail = x - up  # the real detail the decoder does not reproduce
-        local = F.avg_pool2d(F.pad(detail.pow(2).mean(1, keepdim=True), (4, 4, 4, 4), mode="replicate"),
-                             9, stride=1).sqrt()
+        local = _box9(detail.pow(2).mean(1, keepdim=True)).sqrt()  # local RMS of the real detail
         texture = texture.view(-1, 1, 1, 1).to(x.dtype)
         fake = keep * x + (1 - keep) * up + texture * local * self.texture(z)
         return fake.clamp(0, 1)
+
+
+def _box9(x: torch.Tensor) -> torch.Tensor:
+    """9x9 mean with replicated borders, as two separable 1-D means (9x cheaper than a 2-D window)."""
+    x = F.avg_pool2d(F.pad(x, (4, 4, 0, 0), mode="replicate"), (1, 9), stride=1)
+    return F.avg_pool2d(F.pad(x, (0, 0, 4, 4), mode="replicate"), (9, 1), stride=1)

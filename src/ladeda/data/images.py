@@ -43,7 +43,8 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     except FileNotFoundError:
         raise LadedaError(f"{path}: file not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise LadedaError(f"{path}: cannot read image ({_reason(err)}); remove or replace the file") from None
+        reason = _reason(err).replace(f" {str(path)!r}", "").replace(str(path), "file")
+        raise LadedaError(f"{path}: cannot read image ({reason}); remove or replace the file") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -1,0 +1,207 @@
+"""The data check (`analyze_dataset`): what a dataset folder holds and what is wrong with it, before training.
+
+Blocking problems (nothing downstream can be trusted): no images, train/val/test missing or empty, one class
+only in train, val or test, unreadable files above a threshold. Warnings (reported, not blocking): a file
+format that predicts the label (e.g. all fakes PNG, all reals JPEG), exact duplicates across splits or with
+both labels, a few unreadable files, images smaller than the crop, skipped files, test subsets with one class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from PIL import Image
+from tqdm import tqdm
+
+from ladeda.data.folders import LABEL_NAMES, LAYOUT_HELP, SPLITS, scan_split
+from ladeda.data.images import to_rgb
+from ladeda.errors import LadedaError
+
+MAX_LISTED = 50  # file lists in the report are cut at this length (their full count is kept)
+FORMAT_BIAS_TV = 0.5  # total-variation distance between the classes' format shares that counts as a bias
+
+
+def analyze_dataset(root: str | os.PathLike, max_unreadable_fraction: float = 0.01, crop_size: int | None = None,
+                    splits: Iterable[str] = SPLITS, progress: bool = True) -> dict[str, Any]:
+    """Read every image under `root` (fully decoded, hashed) and return a JSON-ready report.
+
+    `report["blocking"]` lists the problems that must stop the pipeline, `report["warnings"]` the others;
+    paths in the report are relative to `root`.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise LadedaError(f"data.root={root}: folder not found; {LAYOUT_HELP}")
+    report: dict[str, Any] = {"root": str(root), "max_unreadable_fraction": max_unreadable_fraction,
+                              "crop_size": crop_size, "splits": {}}
+    hashes: dict[str, list[tuple[str, str, int]]] = defaultdict(list)  # digest -> [(split, relpath, label)]
+    unreadable_all: list[dict] = []
+    for split in splits:
+        if not (root / split).is_dir():
+            report["splits"][split] = {"present": False}
+            continue
+        scan = scan_split(root, split)
+        info = _split_info(root, scan, crop_size, hashes, progress)
+        unreadable_all += info["unreadable"]
+        report["splits"][split] = info
+    n_images = sum(s.get("images", 0) for s in report["splits"].values())
+    n_bad = len(unreadable_all)
+    cross, conflicts = _duplicates(hashes)
+    report["totals"] = {
+        "images": n_images, "unreadable": n_bad,
+        "unreadable_fraction": n_bad / n_images if n_images else 0.0,
+        "skipped_non_image": sum(s.get("skipped_non_image", 0) for s in report["splits"].values()),
+        "unlabelled_images": sum(s.get("unlabelled_images", 0) for s in report["splits"].values()),
+        "duplicates_across_splits": len(cross), "duplicates_with_both_labels": len(conflicts),
+    }
+    report["duplicates_across_splits"] = cross[:MAX_LISTED]
+    report["duplicates_with_both_labels"] = conflicts[:MAX_LISTED]
+    report["blocking"], report["warnings"] = _problems(report, n_images, n_bad, max_unreadable_fraction)
+    report["ok"] = not report["blocking"]
+    return report
+
+
+def _split_info(root: Path, scan, crop_size, hashes, progress) -> dict[str, Any]:
+    """Read the split's images: counts per subset/class, formats, sizes, unreadable files, content hashes."""
+    formats: dict[str, Counter] = {"real": Counter(), "fake": Counter()}
+    modes: dict[str, Counter] = {"real": Counter(), "fake": Counter()}
+    sizes: dict[str, list[tuple[int, int]]] = {"real": [], "fake": []}
+    unreadable, small = [], []
+    for s in tqdm(scan.samples, desc=f"check {scan.split}", disable=not progress, leave=False):
+        rel = os.path.relpath(s.path, root)
+        cls = LABEL_NAMES[s.label]
+        try:
+            data = Path(s.path).read_bytes()
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                to_rgb(img)
+                fmt, mode, size = img.format or "?", img.mode, img.size
+        except LadedaError as err:
+            unreadable.append({"path": rel, "error": str(err)})
+            continue
+        except Exception as err:  # noqa: BLE001 - any decoder failure means the file is unusable
+            text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            unreadable.append({"path": rel, "error": text})
+            continue
+        formats[cls][fmt] += 1
+        modes[cls][mode] += 1
+        sizes[cls].append(size)
+        if crop_size is not None and min(size) < crop_size:
+            small.append(rel)
+        hashes[hashlib.sha256(data).hexdigest()].append((scan.split, rel, s.label))
+    counts = scan.counts()
+    classes = {c: sum(v[c] for v in counts.values()) for c in ("real", "fake")}
+    return {
+        "present": True,
+        "images": len(scan.samples),
+        "classes": classes,
+        "subsets": counts,
+        "formats": {c: dict(sorted(v.items())) for c, v in formats.items()},
+        "modes": {c: dict(sorted(v.items())) for c, v in modes.items()},
+        "sizes": {c: _size_stats(v) for c, v in sizes.items()},
+        "format_bias": _format_bias(formats),
+        "unreadable": unreadable,
+        "smaller_than_crop": len(small), "smaller_than_crop_files": small[:MAX_LISTED],
+        "skipped_non_image": len(scan.non_image),
+        "unlabelled_images": len(scan.unlabelled),
+        "skipped_files": [os.path.relpath(p, root) for p in (scan.non_image + scan.unlabelled)[:MAX_LISTED]],
+    }
+
+
+def _size_stats(sizes: list[tuple[int, int]]) -> dict[str, Any]:
+    if not sizes:
+        return {}
+    widths, heights = [w for w, _ in sizes], [h for _, h in sizes]
+    common = Counter(f"{w}x{h}" for w, h in sizes).most_common(3)
+    return {"min_wh": [min(widths), min(heights)], "max_wh": [max(widths), max(heights)],
+            "most_common": [[s, n] for s, n in common], "distinct": len(set(sizes))}
+
+
+def _format_bias(formats: dict[str, Counter]) -> dict[str, Any] | None:
+    """The formats' share per class and their total-variation distance; None when a class is empty."""
+    n_real, n_fake = sum(formats["real"].values()), sum(formats["fake"].values())
+    if not n_real or not n_fake:
+        return None
+    keys = sorted(set(formats["real"]) | set(formats["fake"]))
+    tv = 0.5 * sum(abs(formats["real"][k] / n_real - formats["fake"][k] / n_fake) for k in keys)
+    return {"tv_distance": round(tv, 4), "biased": tv >= FORMAT_BIAS_TV}
+
+
+def _duplicates(hashes) -> tuple[list[dict], list[dict]]:
+    """Groups of identical files that span several splits, and groups that carry both labels."""
+    cross, conflicts = [], []
+    for digest, files in sorted(hashes.items()):
+        if len(files) < 2:
+            continue
+        entry = {"sha256": digest[:16], "files": [f"{split}:{rel}" for split, rel, _ in files]}
+        if len({split for split, _, _ in files}) > 1:
+            cross.append(entry)
+        if len({label for _, _, label in files}) > 1:
+            conflicts.append(entry)
+    return cross, conflicts
+
+
+def _problems(report: dict, n_images: int, n_bad: int, max_frac: float) -> tuple[list[str], list[str]]:
+    """Blocking problems and warnings, as one-line messages naming the splits / files."""
+    blocking, warnings = [], []
+    root = report["root"]
+    if n_images == 0:
+        blocking.append(f"{root}: no labelled images; {LAYOUT_HELP}")
+    for split, info in report["splits"].items():
+        if not info.get("present"):
+            blocking.append(f"{root}/{split}: split folder missing")
+            continue
+        if info["images"] == 0:
+            if n_images:
+                blocking.append(f"{root}/{split}: split holds no labelled images")
+            continue
+        missing = [c for c, n in info["classes"].items() if n == 0]
+        if missing:
+            blocking.append(f"{root}/{split}: only one class (no {missing[0]} images): AUC and BCE need both")
+        for subset, c in info["subsets"].items():
+            if subset and (c["real"] == 0 or c["fake"] == 0):
+                warnings.append(f"{root}/{split}/{subset}: only one class, its per-subset AUC is undefined")
+        bias = info.get("format_bias")
+        if bias and bias["biased"]:
+            warnings.append(f"{root}/{split}: file format predicts the label (real {info['formats']['real']}, "
+                            f"fake {info['formats']['fake']}): a detector can learn the format, not the fakes")
+        if info["smaller_than_crop"]:
+            warnings.append(f"{root}/{split}: {info['smaller_than_crop']} images smaller than the crop "
+                            f"({report['crop_size']}px) will be zero-padded")
+        skipped = info["skipped_non_image"] + info["unlabelled_images"]
+        if skipped:
+            warnings.append(f"{root}/{split}: {info['skipped_non_image']} non-image files and "
+                            f"{info['unlabelled_images']} images outside a class folder are not used")
+    if n_bad:
+        files = [u["path"] for s in report["splits"].values() for u in s.get("unreadable", [])]
+        listed = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
+        frac = n_bad / max(n_images, 1)
+        msg = (f"{n_bad} of {n_images} images unreadable ({frac:.1%}, data.max_unreadable_fraction="
+               f"{max_frac:g}): {listed}")
+        (blocking if frac > max_frac else warnings).append(msg)
+    t = report["totals"]
+    if t["duplicates_across_splits"]:
+        ex = report["duplicates_across_splits"][0]["files"]
+        warnings.append(f"{t['duplicates_across_splits']} files are exact duplicates across splits "
+                        f"(leakage), e.g. {' = '.join(ex[:2])}")
+    if t["duplicates_with_both_labels"]:
+        ex = report["duplicates_with_both_labels"][0]["files"]
+        warnings.append(f"{t['duplicates_with_both_labels']} identical files carry both labels, "
+                        f"e.g. {' = '.join(ex[:2])}")
+    return blocking, warnings
+
+
+def raise_on_blocking(report: dict, report_path: str | os.PathLike | None = None) -> None:
+    """Raise one LadedaError listing every blocking problem of an `analyze_dataset` report."""
+    if report["blocking"]:
+        where = f" (report: {report_path})" if report_path else ""
+        raise LadedaError(f"data check failed{where}: " + "; ".join(report["blocking"]))
+
+
+def unreadable_files(report: dict) -> set[str]:
+    """Paths (relative to the data root) the check found unreadable: pass as `exclude` to `scan_split`."""
+    return {u["path"] for s in report["splits"].values() for u in s.get("unreadable", [])}

@@ -1,0 +1,37 @@
+"""DVC stage `check_data`: validate whatever `data.root` holds and stop the pipeline on broken data.
+
+Reads params `data.root`, `data.max_unreadable_fraction`, `data.crop_size`; writes `metrics/check_data.json`
+(also when the check fails, so the problems can be read) and exits with status 2 on a blocking problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ladeda.data.check import analyze_dataset, raise_on_blocking
+from ladeda.errors import run_cli
+from ladeda.io import write_json
+from ladeda.params import load_params
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", default="metrics/check_data.json")
+    args = ap.parse_args()
+    d = load_params(args.params).data
+    report = analyze_dataset(d.root, max_unreadable_fraction=d.max_unreadable_fraction, crop_size=d.crop_size)
+    write_json(args.out, report)
+    for split, info in report["splits"].items():
+        if info.get("present"):
+            c = info["classes"]
+            print(f"check_data: {split}: {info['images']} images ({c['real']} real, {c['fake']} fake)")
+    for w in report["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    raise_on_blocking(report, args.out)
+    print(f"check_data: {d.root} ok ({report['totals']['images']} images); report {args.out}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

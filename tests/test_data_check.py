@@ -1,0 +1,156 @@
+"""The data check: each listed problem is caught, blocking ones stop the stage with one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ladeda.data.check import analyze_dataset, raise_on_blocking, unreadable_files
+from ladeda.data.folders import scan_split
+from ladeda.errors import LadedaError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _img(path: Path, seed: int, fmt: str = "PNG", size=(16, 16)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.random.default_rng(seed).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path, format=fmt)
+
+
+def _dataset(root: Path, n: int = 3, fake_fmt: str = "PNG", real_fmt: str = "PNG", splits=("train", "val", "test")):
+    """A clean dataset: n real + n fake distinct random images per split."""
+    seed = 0
+    for split in splits:
+        for cls, fmt in (("0_real", real_fmt), ("1_fake", fake_fmt)):
+            for i in range(n):
+                seed += 1
+                _img(root / split / cls / f"{i}.{'jpg' if fmt == 'JPEG' else 'png'}", seed, fmt)
+    return root
+
+
+def _check(root, **kw):
+    return analyze_dataset(root, progress=False, **kw)
+
+
+def test_clean_dataset_passes_with_counts(tmp_path):
+    rep = _check(_dataset(tmp_path), crop_size=16)
+    assert rep["ok"] and not rep["blocking"] and not rep["warnings"]
+    assert rep["splits"]["val"]["classes"] == {"real": 3, "fake": 3}
+    assert rep["splits"]["train"]["formats"]["fake"] == {"PNG": 3}
+    assert rep["splits"]["test"]["sizes"]["real"]["most_common"] == [["16x16", 3]]
+    assert rep["totals"]["images"] == 18
+    raise_on_blocking(rep)  # no error
+    json.dumps(rep)  # JSON-ready
+
+
+def test_format_bias_is_a_warning(tmp_path):
+    rep = _check(_dataset(tmp_path, real_fmt="JPEG", fake_fmt="PNG"))
+    assert rep["ok"] and rep["splits"]["train"]["format_bias"]["biased"]
+    assert any("file format predicts the label" in w for w in rep["warnings"])
+
+
+def test_duplicates_across_splits_and_conflicting_labels(tmp_path):
+    _dataset(tmp_path)
+    (tmp_path / "test/0_real/dup.png").write_bytes((tmp_path / "train/0_real/0.png").read_bytes())
+    (tmp_path / "val/1_fake/dup.png").write_bytes((tmp_path / "val/0_real/1.png").read_bytes())
+    rep = _check(tmp_path)
+    assert rep["ok"]
+    assert rep["totals"]["duplicates_across_splits"] == 1
+    assert rep["duplicates_across_splits"][0]["files"] == ["train:train/0_real/0.png", "test:test/0_real/dup.png"]
+    assert rep["totals"]["duplicates_with_both_labels"] == 1
+    assert sum("duplicates across splits" in w or "carry both labels" in w for w in rep["warnings"]) == 2
+
+
+def test_few_unreadable_warn_many_block(tmp_path):
+    _dataset(tmp_path, n=10)
+    (tmp_path / "train/1_fake/bad.png").write_bytes(b"\x89PNG broken")
+    rep = _check(tmp_path, max_unreadable_fraction=0.05)
+    assert rep["ok"] and unreadable_files(rep) == {"train/1_fake/bad.png"}
+    assert any("bad.png" in w for w in rep["warnings"])
+    scan = scan_split(tmp_path, "train", exclude=unreadable_files(rep))  # the way training leaves them out
+    assert len(scan.samples) == 20 and len(scan.excluded) == 1
+    good = (tmp_path / "val/0_real/0.png").read_bytes()
+    (tmp_path / "val/0_real/cut.png").write_bytes(good[: len(good) // 2])  # truncated
+    rep = _check(tmp_path, max_unreadable_fraction=0.01)
+    assert not rep["ok"] and rep["totals"]["unreadable"] == 2
+    with pytest.raises(LadedaError, match=r"unreadable.*bad\.png.*cut\.png"):
+        raise_on_blocking(rep)
+
+
+@pytest.mark.parametrize("problem", ["one_class_val", "one_class_test", "empty_split", "missing_train", "no_images"])
+def test_blocking_problems(tmp_path, problem):
+    _dataset(tmp_path)
+    import shutil
+    if problem == "one_class_val":
+        shutil.rmtree(tmp_path / "val/1_fake")
+        expect = r"val: only one class \(no fake"
+    elif problem == "one_class_test":
+        shutil.rmtree(tmp_path / "test/0_real")
+        expect = r"test: only one class \(no real"
+    elif problem == "empty_split":
+        shutil.rmtree(tmp_path / "test")
+        (tmp_path / "test/0_real").mkdir(parents=True)
+        expect = "test: split holds no labelled images"
+    elif problem == "missing_train":
+        shutil.rmtree(tmp_path / "train")
+        expect = "train: split folder missing"
+    else:
+        for split in ("train", "val", "test"):
+            shutil.rmtree(tmp_path / split)
+            (tmp_path / split).mkdir()
+        expect = "no labelled images"
+    rep = _check(tmp_path)
+    assert not rep["ok"]
+    with pytest.raises(LadedaError, match=expect):
+        raise_on_blocking(rep)
+
+
+def test_skipped_files_small_images_and_subset_with_one_class(tmp_path):
+    _dataset(tmp_path)
+    (tmp_path / "train/0_real/readme.txt").write_text("x")
+    _img(tmp_path / "train/stray.png", 99)
+    _img(tmp_path / "test/reddit/0_real/a.png", 100, size=(8, 8))
+    rep = _check(tmp_path, crop_size=12)
+    assert rep["ok"]
+    assert rep["splits"]["train"]["skipped_non_image"] == 1 and rep["splits"]["train"]["unlabelled_images"] == 1
+    assert rep["splits"]["test"]["smaller_than_crop"] == 1
+    text = " ".join(rep["warnings"])
+    assert "1 non-image files and 1 images outside a class folder" in text
+    assert "test/reddit: only one class" in text and "smaller than the crop" in text
+
+
+def _stage(tmp_path: Path, root: str) -> subprocess.CompletedProcess:
+    (tmp_path / "params.yaml").write_text(f"teachers: {{finetuned: {{path: w.pth}}}}\ndata: {{root: {root}}}\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, str(ROOT / "stages/check_data.py"), "--params", "params.yaml"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_check_data_stage_ok_then_blocking(tmp_path):
+    _dataset(tmp_path / "d")
+    proc = _stage(tmp_path, "d")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "metrics/check_data.json").read_text())["ok"] is True
+    (tmp_path / "d/val/1_fake/0.png").unlink()
+    for p in (tmp_path / "d/val/1_fake").iterdir():
+        p.unlink()
+    proc = _stage(tmp_path, "d")
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]  # besides tqdm's bars
+    assert len(errors) == 1 and proc.stderr.strip().endswith(errors[0])
+    assert errors[0].startswith("error: data check failed") and "d/val: only one class" in errors[0]
+    assert json.loads((tmp_path / "metrics/check_data.json").read_text())["ok"] is False  # report kept
+
+
+def test_check_data_stage_missing_root(tmp_path):
+    proc = _stage(tmp_path, "nowhere")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "nowhere" in proc.stderr

@@ -1,0 +1,164 @@
+"""The embedded default dataset: layout, determinism, disjoint regions, greyscale fakes, the stage script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ladeda.data.default import DOMAIN_PHOTOS, PHOTOS, generate_default, plan_tiles, tile_size
+from ladeda.data.folders import SPLITS, discover, subsets
+from ladeda.data.generators import FAMILIES, Decoder
+from ladeda.errors import LadedaError
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 32
+SOURCE = {"train": 6, "val": 2, "test": 2}
+TARGET = {"train": 4, "val": 2, "test": 4}
+
+
+@pytest.fixture(scope="module")
+def default_a(tmp_path_factory):
+    out = tmp_path_factory.mktemp("a") / "default"
+    return out, generate_default(out, 7, SIZE, SOURCE, TARGET, progress=False)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_layout_counts_and_formats(default_a):
+    out, result = default_a
+    for domain, counts, ext in (("source", SOURCE, ".png"), ("target", TARGET, ".jpg")):
+        for split in SPLITS:
+            samples = discover(out / domain, split)
+            assert sum(s.label == 0 for s in samples) == counts[split]
+            assert sum(s.label == 1 for s in samples) == counts[split]
+            assert {Path(s.path).suffix for s in samples} == {ext}
+            assert {Image.open(s.path).size for s in samples} == {(SIZE, SIZE)}
+    assert subsets(discover(out / "target", "test")) == ["bilinear", "nearest"]
+    assert subsets(discover(out / "target", "train")) == [""]
+    assert result["per_domain"]["target"]["test"] == {"real": 4, "fake": 4}
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp folders left behind
+
+
+def test_same_seed_same_bytes_other_seed_differs(default_a, tmp_path):
+    out, _ = default_a
+    again = tmp_path / "again"
+    generate_default(again, 7, SIZE, SOURCE, TARGET, progress=False)
+    a, b = _files(out), _files(again)
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+    other = tmp_path / "other"
+    generate_default(other, 8, SIZE, SOURCE, TARGET, progress=False)
+    c = _files(other)
+    images = [k for k in a if k.endswith((".png", ".jpg"))]
+    assert c.keys() == a.keys()
+    assert sum(a[k] != c[k] for k in images) > 0.9 * len(images)
+
+
+def test_splits_and_domains_share_no_photo_region(default_a):
+    out, _ = default_a
+    rows = json.loads((out / "manifest.json").read_text())["files"]
+    assert len(rows) == 2 * (sum(SOURCE.values()) + sum(TARGET.values()))
+    photos = {d: {r["photo"] for r in rows if r["path"].startswith(d)} for d in ("source", "target")}
+    assert not photos["source"] & photos["target"]
+    assert photos["source"] <= set(DOMAIN_PHOTOS["source"]) and photos["target"] <= set(DOMAIN_PHOTOS["target"])
+
+    def overlap(a, b):
+        return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+    for r in rows:  # every crop (fakes with their context margin) lies inside its tile
+        t, b = r["tile"], r["box"]
+        assert t[0] <= b[0] and t[1] <= b[1] and b[2] <= t[2] and b[3] <= t[3]
+        assert Path(r["path"]).parts[1] == r["split"]
+    for i, r in enumerate(rows):
+        for q in rows[i + 1:]:
+            if r["photo"] == q["photo"] and r["split"] != q["split"]:
+                assert not overlap(r["tile"], q["tile"]) and not overlap(r["box"], q["box"])
+
+
+def test_plan_tiles_disjoint_and_proportional():
+    rng = np.random.default_rng(0)
+    sizes = {"a": (512, 512), "b": (300, 451)}
+    tiles = plan_tiles(sizes, {"train": 70, "val": 15, "test": 15}, 64, rng)
+    t = tile_size(64)
+    all_tiles = [(s, x) for s, ts in tiles.items() for x in ts]
+    keys = [(x.photo, x.x0, x.y0) for _, x in all_tiles]
+    assert len(keys) == len(set(keys))  # each tile in exactly one split
+    assert all(x.x1 - x.x0 == t and x.x1 <= sizes[x.photo][1] and x.y1 <= sizes[x.photo][0] for _, x in all_tiles)
+    for photo in sizes:  # every split gets tiles of every photo; train gets the most
+        n = {s: sum(x.photo == photo for x in tiles[s]) for s in tiles}
+        assert min(n.values()) >= 1 and n["train"] > n["val"]
+    with pytest.raises(LadedaError, match="image_size"):
+        plan_tiles(sizes, {"train": 1, "val": 1, "test": 1}, 256, rng)
+
+
+def test_greyscale_photos_give_greyscale_fakes(default_a):
+    out, _ = default_a
+    grey = {p.name for p in PHOTOS if p.grey}
+    rows = json.loads((out / "manifest.json").read_text())["files"]
+    checked = {"png": 0, "jpg": 0}
+    for r in rows:
+        arr = np.asarray(Image.open(out / r["path"]).convert("RGB")).astype(int)
+        spread = (arr.max(axis=2) - arr.min(axis=2)).max()
+        if r["photo"] in grey:
+            assert spread <= (0 if r["path"].endswith(".png") else 1), r["path"]
+            checked[r["path"][-3:]] += r["label"]
+        else:
+            assert spread > 3, r["path"]  # colour photos stay colour
+    assert checked["png"] > 0 and checked["jpg"] > 0  # fakes of grey photos exist in both domains
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_decoder_keeps_grey_range_and_leaves_traces(family):
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 32, 32).expand(-1, 3, -1, -1).contiguous()
+    dec = Decoder(family, seed=1)
+    y = dec(x, keep=torch.tensor([0.0, 0.0]), texture=torch.tensor([0.0, 1.0]))
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 1], y[:, 2])
+    full = dec(x, keep=torch.tensor([1.0, 1.0]), texture=torch.tensor([0.0, 0.0]))
+    assert torch.allclose(full, x, atol=1e-6)  # keep=1, no texture: the real image back
+    assert (y[0] - x[0]).abs().mean() > 0.05  # keep=0: upsampling replaced the detail
+    assert not torch.equal(Decoder(family, seed=1).up_kernel, Decoder(family, seed=2).up_kernel)
+
+
+def _stage(script: str, tmp_path: Path, params: str, *args: str) -> subprocess.CompletedProcess:
+    (tmp_path / "params.yaml").write_text(params)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, str(ROOT / "stages" / script), "--params", "params.yaml", *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+PARAMS = """
+teachers: {finetuned: {path: weights/teacher.pth}}
+prepare_data:
+  seed: 3
+  image_size: %d
+  source: {train: 2, val: 1, test: 2}
+  target: {train: 2, val: 1, test: 2}
+"""
+
+
+def test_prepare_data_stage_writes_outputs(tmp_path):
+    proc = _stage("prepare_data.py", tmp_path, PARAMS % 32, "--out", "data/default")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "metrics/prepare_data.json").read_text())
+    assert metrics["images"] == 2 * (5 + 5) and metrics["seconds"] > 0
+    assert (tmp_path / "plots/data/samples.png").stat().st_size > 1000
+    assert len(discover(tmp_path / "data/default/target", "test")) == 4
+
+
+def test_prepare_data_stage_bad_params_one_line_error(tmp_path):
+    proc = _stage("prepare_data.py", tmp_path, PARAMS % 33)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "prepare_data.image_size" in lines[0]
+    assert not (tmp_path / "data").exists()

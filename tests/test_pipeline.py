@@ -1,0 +1,117 @@
+"""End to end: the whole DVC pipeline in a temporary git+DVC copy of the project with tiny params.
+
+One copy is built per test session; `dvc repro` runs every stage, `dvc status` is then clean, and
+`dvc exp run -S alpha_distill=0.1` reruns exactly train_student and evaluate_student.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "prepare_data": {"seed": 1, "image_size": 32, "source": {"train": 24, "val": 12, "test": 8},
+                     "target": {"train": 24, "val": 12, "test": 12}},
+    "data": {"crop_size": 32},
+    "teacher": {"width": 4},
+    "pretrain": {"epochs": 1, "batch_size": 16},
+    "finetune": {"epochs": 2, "batch_size": 16, "policy": "always"},
+    "student": {"epochs": 2, "batch_size": 16},
+    "evaluate_teacher": {"ready": 0.0, "skip": 0.0},  # always distil, whatever the tiny teacher scores
+    "evaluate": {"latency_batch": 4, "latency_repeats": 1},
+}
+ALL_STAGES = ["prepare_data", "check_data", "pretrain_teacher", "diagnose", "finetune_teacher",
+              "evaluate_teacher", "train_student", "evaluate_student"]
+
+
+def merge(base: dict, over: dict) -> dict:
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def run(args, cwd, env, check=True):
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def ran_stages(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")]
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory):
+    """A git+DVC repo holding a copy of the project's tracked files with tiny params, `dvc repro` done."""
+    repo = tmp_path_factory.mktemp("project")
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for rel in files:
+        if rel.startswith(("metrics/", "plots/", "tests/", "benchmarks/")) or rel == "dvc.lock":
+            continue
+        if (ROOT / rel).is_file():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, repo / rel)
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com", "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(repo / "src"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    dvc = str(Path(sys.executable).parent / "dvc")
+    run(["git", "init", "-q", "-b", "main"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "tiny project"], repo, env)
+    repro = run([dvc, "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "baseline"], repo, env)
+    return {"repo": repo, "env": env, "dvc": dvc, "repro": repro.stdout}
+
+
+def test_repro_runs_every_stage_and_leaves_status_clean(project):
+    assert ran_stages(project["repro"]) == ALL_STAGES
+    status = run([project["dvc"], "status"], project["repo"], project["env"]).stdout
+    assert "up to date" in status, status
+    repo = project["repo"]
+    for path in ("weights/pretrained/default_LaDeDa.pth", "weights/teacher/teacher_finetuned_best.pth",
+                 "weights/student/student_best.pt", "weights/student/student_final.pt", "metrics/report.md"):
+        assert (repo / path).is_file(), path
+    ev = json.loads((repo / "metrics/evaluate_student.json").read_text())
+    assert 0 <= ev["student_test_auc"] <= 1 and ev["teacher"]["parameters"] > ev["student"]["parameters"] == 1297
+    assert json.loads((repo / "metrics/finetune_teacher.json").read_text())["finetuned"] is True
+
+
+def test_metrics_show_and_plots_json(project):
+    repo, env, dvc = project["repo"], project["env"], project["dvc"]
+    shown = json.loads(run([dvc, "metrics", "show", "--json"], repo, env).stdout)
+    text = json.dumps(shown)
+    for key in ("val_auc", "student_test_auc", "recommendation", "band"):
+        assert key in text
+    plots = run([dvc, "plots", "show", "--json"], repo, env).stdout
+    assert "val_auc" in plots and "tpr" in plots
+
+
+def test_alpha_distill_experiment_reruns_exactly_the_student_stages(project):
+    repo, env, dvc = project["repo"], project["env"], project["dvc"]
+    exp = run([dvc, "exp", "run", "-S", "alpha_distill=0.1", "--name", "alpha01"], repo, env)
+    assert ran_stages(exp.stdout) == ["train_student", "evaluate_student"], exp.stdout
+    diff = json.loads(run([dvc, "metrics", "diff", "HEAD", "alpha01", "--all", "--json"], repo, env).stdout)
+    assert diff["metrics/train_student.json"]["alpha_distill"] == {"old": 0.05, "new": 0.1, "diff": pytest.approx(0.05)}
+    auc = diff["metrics/evaluate_student.json"]["student_test_auc"]
+    assert 0 <= auc["old"] <= 1 and 0 <= auc["new"] <= 1
+    teacher = diff["metrics/evaluate_teacher.json"]["val_auc"]
+    assert teacher["old"] == teacher["new"], "the teacher half did not rerun"
+    shown = run([dvc, "exp", "show", "--csv"], repo, env).stdout
+    assert "alpha01" in shown

@@ -1,0 +1,165 @@
+"""`ladeda predict` on a folder: CSV rows, skipped files, metrics, heatmaps, clear errors."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ladeda import cli, predict
+from ladeda.checkpoints import IMAGENET_MEAN, IMAGENET_STD, save_checkpoint
+from ladeda.models import LaDeDa9, TinyLaDeDa
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the test machine's cores are shared (see fastpath.configure_threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _save(path, h, w, seed):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path, quality=95) if path.suffix == ".jpg" else Image.fromarray(arr).save(path)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Labelled folder: mixed sizes (odd too), png and jpg, a nested duplicate base name, a corrupt file."""
+    root = tmp_path / "images"
+    sizes = {"0_real/a.png": (64, 64), "0_real/b.jpg": (64, 64), "0_real/c.png": (67, 45),
+             "1_fake/a.png": (64, 64), "1_fake/d.jpg": (33, 80), "1_fake/deep/a.png": (40, 41),
+             "unlabelled/e.png": (50, 50)}
+    for k, (rel, (h, w)) in enumerate(sizes.items()):
+        _save(root / rel, h, w, k)
+    (root / "1_fake" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (root / "notes.txt").write_text("not an image")
+    return root, sizes
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    torch.manual_seed(0)
+    model = TinyLaDeDa()
+    path = tmp_path / "student.pt"
+    save_checkpoint(path, model, image_size=64)
+    return path, model.eval()
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_predict_folder(folder, tiny_ckpt, tmp_path, capsys):
+    root, sizes = folder
+    ckpt, model = tiny_ckpt
+    out, heat = tmp_path / "out" / "preds.csv", tmp_path / "heat"
+    predict.main(["--weights", str(ckpt), "--input", str(root), "--out", str(out), "--heatmaps", str(heat),
+                  "--batch-size", "2", "--threads", "1", "--no-progress"])
+    captured = capsys.readouterr()
+    rows = _read(out)
+    assert list(rows[0]) == list(predict.CSV_COLUMNS)
+    assert sorted(r["path"] for r in rows) == sorted(str(root / rel) for rel in sizes)  # every readable image
+    for row in rows:
+        rel = str(Path(row["path"]).relative_to(root))
+        assert (int(row["height"]), int(row["width"])) == sizes[rel]
+        p, logit = float(row["fake_probability"]), float(row["logit"])
+        assert p == pytest.approx(1 / (1 + math.exp(-logit)), abs=2e-6)
+        assert row["prediction"] == ("fake" if p > 0.5 else "real")
+        assert row["model"] == "TinyLaDeDa-right_diag@student.pt"
+        # heatmap: mirrored relative path (the three a.png stay distinct), same size as the image
+        hm = heat / (rel + ".png")
+        assert Image.open(hm).size == sizes[rel][::-1]
+
+    # the logit is the plain model's on the ImageNet-normalised image (independent reference)
+    arr = np.asarray(Image.open(root / "0_real/c.png").convert("RGB"), dtype=np.float32) / 255
+    x = (torch.from_numpy(arr).permute(2, 0, 1)[None] - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) \
+        / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = float(model(x))
+    row = next(r for r in rows if r["path"].endswith("c.png"))
+    assert float(row["logit"]) == pytest.approx(expected, abs=1e-4)
+
+    assert "broken.png" in captured.err and "warning: skipped" in captured.err
+    assert "scored 7 images" in captured.out and "skipped 1" in captured.out
+    assert "metrics on 6 labelled images (3 real, 3 fake" in captured.out and "auc" in captured.out
+    assert "1 unlabelled" in captured.out
+
+
+def test_cli_glob_official_weights_threshold_and_resize(folder, tmp_path, capsys):
+    root, _ = folder
+    weights = tmp_path / "official.pth"
+    torch.save(LaDeDa9("NPR", width=8).state_dict(), weights)
+    out = tmp_path / "p.csv"
+    cli.main(["predict", "--weights", str(weights), "--arch", "LaDeDa9", "--preprocess", "NPR", "--npr-scale", "2/3",
+              "--input", str(root / "**" / "*.png"), "--out", str(out), "--threshold", "0", "--resize", "48",
+              "--heatmaps", str(tmp_path / "heat"), "--threads", "1", "--no-progress"])
+    rows = _read(out)
+    assert len(rows) == 5 and all(r["path"].endswith(".png") for r in rows)
+    for row in rows:  # scored at 48x48, but heatmaps and CSV sizes are the original image's
+        rel = Path(row["path"]).relative_to(root)
+        assert Image.open(tmp_path / "heat" / f"{rel}.png").size == (int(row["width"]), int(row["height"]))
+    assert all(r["prediction"] == "fake" for r in rows)  # threshold 0: every probability is above it
+    assert rows[0]["model"] == "LaDeDa9-w8-NPRx0.666667@official.pth"
+    assert "(5 fake, 0 real at threshold 0)" in capsys.readouterr().out
+
+
+def test_chunking_keeps_order_and_scores(folder, tiny_ckpt):
+    root, _ = folder
+    _, model = tiny_ckpt
+    files, _ = predict.find_images(root)
+    small = list(predict.iter_predictions(model, files, batch_size=1, chunk_files=2))
+    large = list(predict.iter_predictions(model, files, batch_size=8, chunk_files=100))
+    assert [i.path for i in small] == [i.path for i in large] == files
+    for a, b in zip(small, large):
+        assert type(a) is type(b)
+        if isinstance(a, predict.Prediction):
+            assert a.logit == pytest.approx(b.logit, abs=1e-5)
+
+
+def test_label_from_path():
+    assert predict.label_from_path("x/0_real/a.png") == 0
+    assert predict.label_from_path("x/FAKE/sub/a.png") == 1
+    assert predict.label_from_path("real/1_fake/a.png") == 1  # the nearest folder wins
+    assert predict.label_from_path("x/realistic/a.png") is None
+
+
+def _one_line_error(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        predict.main(argv)
+    assert exc.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and errors[0].startswith("error: ")
+    return errors[0]
+
+
+def test_clear_errors(folder, tiny_ckpt, tmp_path, capsys):
+    root, _ = folder
+    ckpt, _ = tiny_ckpt
+    out = tmp_path / "p.csv"
+    err = _one_line_error(capsys, ["--weights", str(tmp_path / "missing.pt"), "--input", str(root), "--out", str(out)])
+    assert "missing.pt" in err
+    (tmp_path / "empty").mkdir()
+    err = _one_line_error(capsys, ["--weights", str(ckpt), "--input", str(tmp_path / "empty"), "--out", str(out)])
+    assert "no image files" in err
+    err = _one_line_error(capsys, ["--weights", str(ckpt), "--input", str(tmp_path / "nope"), "--out", str(out)])
+    assert "no such file or folder" in err
+    official = tmp_path / "official.pth"
+    torch.save(TinyLaDeDa().state_dict(), official)
+    err = _one_line_error(capsys, ["--weights", str(official), "--input", str(root), "--out", str(out)])
+    assert "--arch" in err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"garbage")
+    err = _one_line_error(capsys, ["--weights", str(ckpt), "--input", str(bad), "--out", str(out), "--no-progress"])
+    assert "none of the 1 image files" in err
+    assert not out.exists() and not list(tmp_path.glob(".p.csv*"))  # nothing half-written
