@@ -27,7 +27,7 @@ import time
 import torch
 from torch import nn
 
-from ladeda.efficiency import count_parameters, flops_per_image, measure_throughput
+from ladeda.efficiency import count_parameters, cpu_model, flops_per_image, measure_throughput
 from ladeda.fastpath import configure_threads, idle_cpus, optimize_for_inference
 from ladeda.io import write_json
 from ladeda.models import LaDeDa9, TinyLaDeDa
@@ -44,17 +44,6 @@ class ChannelsLast(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.contiguous(memory_format=torch.channels_last))
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load() -> str:

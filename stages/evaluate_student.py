@@ -7,7 +7,7 @@ from ladeda.distill import patch_agreement
 from ladeda.efficiency import count_parameters, flops_per_image, machine_description, measure_throughput
 from ladeda.errors import run_cli
 from ladeda.evaluate import metrics_by_subset, roc_points, score
-from ladeda.fastpath import optimize_for_inference
+from ladeda.fastpath import configure_threads, optimize_for_inference
 from ladeda.io import write_json, write_text
 from ladeda.params import stage_params
 from ladeda.report import markdown_report
@@ -37,6 +37,7 @@ def main() -> None:
     result["auc_ratio"] = s_auc / t_auc
     result["patch_agreement"] = patch_agreement(scores["student"].patch_maps, scores["teacher"].patch_maps)
     h = w = p.data.load_size or p.data.crop_size
+    configure_threads()  # only the idle cores: busy ones make OpenMP threads stall each other
     eff = {"height": h, "width": w, "batch_size": p.evaluate.latency_batch, "machine": machine_description()}
     for name, model in (("teacher", teacher), ("student", student)):
         result[name]["flops"] = flops_per_image(model, h, w)

@@ -29,6 +29,15 @@ def pattern_loaders(n_train=64, n_val=32, size=32, batch_size=16, seed=0):
     return train, val
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread per test: on shared cores OpenMP threads stall each other (see fastpath.configure_threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def loaders():
     return pattern_loaders()

@@ -5,18 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ladeda.efficiency import count_parameters, flops_per_image, measure_throughput
+from ladeda.efficiency import count_parameters, flops_per_image, machine_description, measure_throughput
 from ladeda.fastpath import optimize_for_inference
 from ladeda.models import LaDeDa9, TinyLaDeDa
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the test machine's cores are shared (see fastpath.configure_threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_parameter_counts_match_the_design():
@@ -62,3 +53,8 @@ def test_measure_throughput_is_positive_and_consistent():
     with pytest.raises(ValueError):
         measure_throughput(model, 32, 32, batch_size=0)
     assert measure_throughput(model, 32, 32, batch_size=2, repeats=1, warmup=0, cpu_time=True)["images_per_cpu_s"] > 0
+
+
+def test_machine_description_names_torch_and_threads():
+    text = machine_description()
+    assert torch.__version__.split("+")[0] in text and f"{torch.get_num_threads()} threads" in text

@@ -15,15 +15,6 @@ from ladeda.models import LaDeDa9, TinyLaDeDa
 SHAPES = [(2, 3, 64, 64), (1, 3, 45, 71)]  # two sizes; odd sides (NPR crops them)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the test machine's cores are shared (see fastpath.configure_threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(kind: str) -> nn.Module:
     torch.manual_seed(0)
     model = TinyLaDeDa("right_diag") if kind == "tiny" else LaDeDa9("NPR", width=8)

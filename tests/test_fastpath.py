@@ -14,15 +14,6 @@ from ladeda.fastpath import (FastModel, configure_threads, fold_batchnorms, idle
 from ladeda.models import LaDeDa9, TinyLaDeDa
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the test machine's cores are shared (see fastpath.configure_threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give every BatchNorm non-trivial running statistics and affine parameters (as after training)."""
     g = torch.Generator().manual_seed(seed)

@@ -16,15 +16,6 @@ from ladeda.checkpoints import IMAGENET_MEAN, IMAGENET_STD, save_checkpoint
 from ladeda.models import LaDeDa9, TinyLaDeDa
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the test machine's cores are shared (see fastpath.configure_threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _save(path, h, w, seed):
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)

@@ -5,6 +5,8 @@ Used by `evaluate_student` (teacher vs student side by side) and `benchmarks/inf
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from contextlib import contextmanager
@@ -96,16 +98,18 @@ def measure_throughput(model: nn.Module, height: int, width: int, batch_size: in
     return out
 
 
-def machine_description() -> str:
-    """CPU model, core count, torch version and threads: what a measured speed belongs to."""
-    import os
-    import platform
-
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__.split('+')[0]}, "
+    return cpu
+
+
+def machine_description() -> str:
+    """CPU model, core count, torch version and threads: what a measured speed belongs to."""
+    return (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__.split('+')[0]}, "
             f"{torch.get_num_threads()} threads")

@@ -109,24 +109,19 @@ class EvaluateTeacherParams:
 
 
 @dataclass
-class StudentParams:
+class StudentParams(FitParams):
     """Tiny-LaDeDa training: single_stage (epochs, lr) or two_stage (s1: fit the patch map; s2: combined)."""
 
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 16
     preprocess: str = "right_diag"
     npr_scale: float = 1.0
     schedule: str = "single_stage"
-    epochs: int = 50
-    lr: float = 1e-3
     epochs_s1: int = 5
     lr_s1: float = 1e-3
     epochs_s2: int = 20
     lr_s2: float = 1e-4
-    weight_decay: float = 0.0
-    batch_size: int = 16
-    patience: int = 5
-    lr_factor: float = 0.5
-    lr_patience: int = 2
-    bn_momentum: Optional[float] = None
 
 
 @dataclass

@@ -94,6 +94,7 @@ class Recipe:
 
     families: tuple[str, ...]
     instances: int = 2                     # random decoders per family
+    signed: tuple[str, ...] = ()           # families whose post-upsampling 3x3 conv is signed, not smoothing
     keep: tuple[float, float] = (0.3, 0.6)  # share of real detail kept (uniform per fake)
     texture: tuple[float, float] = (0.3, 0.6)  # texture amplitude relative to the detail removed
     file_format: str = "PNG"
@@ -245,7 +246,7 @@ def generate_domain(out: Path, domain: str, counts: Mapping[str, int], image_siz
     dom_id = list(DOMAIN_PHOTOS).index(domain)
     rng = np.random.default_rng([seed, dom_id, 0])
     tiles = plan_tiles({n: photos[n].shape[:2] for n in names}, dict(counts), image_size, rng)
-    decoders = {(fam, i): Decoder(fam, family_seed(seed, fam, i))
+    decoders = {(fam, i): Decoder(fam, family_seed(seed, fam, i), signed=fam in recipe.signed)
                 for fam in recipe.families for i in range(recipe.instances)}
     ext = ".jpg" if recipe.file_format == "JPEG" else ".png"
     rows: list[dict] = []

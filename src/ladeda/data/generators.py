@@ -36,7 +36,7 @@ def _phase_normalise(kernel: torch.Tensor) -> torch.Tensor:
 class Decoder(nn.Module):
     """One generator instance of a family: image-path x2 upsampler plus a small non-linear texture branch."""
 
-    def __init__(self, family: str, seed: int, width: int = 8, jitter: float = 0.35):
+    def __init__(self, family: str, seed: int, width: int = 8, jitter: float = 0.35, signed: bool = False):
         super().__init__()
         if family not in FAMILIES:
             raise ValueError(f"unknown generator family {family!r}; choose one of {FAMILIES}")
@@ -48,8 +48,14 @@ class Decoder(nn.Module):
             kernel = torch.outer(bil, bil) * (1 + jitter * randn(4, 4)).clamp(min=0.05)
             self.register_buffer("up_kernel", _phase_normalise(kernel).view(1, 1, 4, 4))
         else:
-            logits = 2.5 * torch.eye(3)[1].outer(torch.eye(3)[1]) + jitter * 2 * randn(3, 3)
-            self.register_buffer("up_kernel", torch.softmax(logits.flatten(), 0).view(1, 1, 3, 3))
+            if signed:  # a learned-looking conv: identity plus signed noise (sharpens or shifts, sums to 1)
+                kernel = torch.zeros(3, 3)
+                kernel[1, 1] = 1.0
+                kernel = kernel + jitter * randn(3, 3)
+                self.register_buffer("up_kernel", (kernel / kernel.sum()).view(1, 1, 3, 3))
+            else:  # a positive, centre-heavy smoothing conv
+                logits = 2.5 * torch.eye(3)[1].outer(torch.eye(3)[1]) + jitter * 2 * randn(3, 3)
+                self.register_buffer("up_kernel", torch.softmax(logits.flatten(), 0).view(1, 1, 3, 3))
         self.conv_in = nn.Conv2d(3, width, 3, padding=1)
         self.tconv = nn.ConvTranspose2d(width, width, 4, stride=2, padding=1) if family == "tconv" else None
         self.conv_mid = nn.Conv2d(width, width, 3, padding=1)
