@@ -33,33 +33,60 @@ def _phase_normalise(kernel: torch.Tensor) -> torch.Tensor:
     return k
 
 
-class Decoder(nn.Module):
-    """One generator instance of a family: image-path x2 upsampler plus a small non-linear texture branch."""
+class TextureBranch(nn.Module):
+    """conv 3x3, LeakyReLU, x2 upsampling (`up`: tconv / nearest / bilinear), conv 3x3, LeakyReLU, conv 1x1."""
 
-    def __init__(self, family: str, seed: int, width: int = 8, jitter: float = 0.35, signed: bool = False):
+    def __init__(self, up: str, width: int = 8):
+        super().__init__()
+        self.up = up
+        self.conv_in = nn.Conv2d(3, width, 3, padding=1)
+        self.tconv = nn.ConvTranspose2d(width, width, 4, stride=2, padding=1) if up == "tconv" else None
+        self.conv_mid = nn.Conv2d(width, width, 3, padding=1)
+        self.conv_out = nn.Conv2d(width, 1, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 2h, 2w) zero-mean, unit-variance high-pass texture of a (B, 3, h, w) image in [0, 1]."""
+        f = F.leaky_relu(self.conv_in(z * 2 - 1), 0.2)
+        if self.tconv is not None:
+            f = self.tconv(f)
+        else:
+            f = F.interpolate(f, scale_factor=2, mode=self.up, **({} if self.up == "nearest" else
+                                                                   {"align_corners": False}))
+        t = self.conv_out(F.leaky_relu(self.conv_mid(f), 0.2))
+        t = t - F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        return t / t.flatten(1).std(dim=1).clamp(min=1e-6).view(-1, 1, 1, 1)
+
+
+class Decoder(nn.Module):
+    """One generator instance of a family: image-path x2 upsampler plus a small non-linear texture branch.
+
+    `shared` (0..1) mixes in a second texture branch with a transposed-conv feature path, the kind every
+    family's feature path may have: a weak cue that a detector trained on the `tconv` family half knows.
+    """
+
+    def __init__(self, family: str, seed: int, width: int = 8, jitter: float = 0.35, signed: bool = False,
+                 shared: float = 0.0):
         super().__init__()
         if family not in FAMILIES:
             raise ValueError(f"unknown generator family {family!r}; choose one of {FAMILIES}")
         self.family = family
+        self.shared = shared if family != "tconv" else 0.0
         g = torch.Generator().manual_seed(seed)
         randn = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
         if family == "tconv":
             bil = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 4
             kernel = torch.outer(bil, bil) * (1 + jitter * randn(4, 4)).clamp(min=0.05)
             self.register_buffer("up_kernel", _phase_normalise(kernel).view(1, 1, 4, 4))
-        else:
-            if signed:  # a learned-looking conv: identity plus signed noise (sharpens or shifts, sums to 1)
-                kernel = torch.zeros(3, 3)
-                kernel[1, 1] = 1.0
-                kernel = kernel + jitter * randn(3, 3)
-                self.register_buffer("up_kernel", (kernel / kernel.sum()).view(1, 1, 3, 3))
-            else:  # a positive, centre-heavy smoothing conv
-                logits = 2.5 * torch.eye(3)[1].outer(torch.eye(3)[1]) + jitter * 2 * randn(3, 3)
-                self.register_buffer("up_kernel", torch.softmax(logits.flatten(), 0).view(1, 1, 3, 3))
-        self.conv_in = nn.Conv2d(3, width, 3, padding=1)
-        self.tconv = nn.ConvTranspose2d(width, width, 4, stride=2, padding=1) if family == "tconv" else None
-        self.conv_mid = nn.Conv2d(width, width, 3, padding=1)
-        self.conv_out = nn.Conv2d(width, 1, 1)
+        elif signed:  # a learned-looking conv: identity plus signed noise (sharpens or shifts, sums to 1)
+            kernel = torch.zeros(3, 3)
+            kernel[1, 1] = 1.0
+            kernel = kernel + jitter * randn(3, 3)
+            self.register_buffer("up_kernel", (kernel / kernel.sum()).view(1, 1, 3, 3))
+        else:  # a positive, centre-heavy smoothing conv
+            logits = 2.5 * torch.eye(3)[1].outer(torch.eye(3)[1]) + jitter * 2 * randn(3, 3)
+            self.register_buffer("up_kernel", torch.softmax(logits.flatten(), 0).view(1, 1, 3, 3))
+        self.branch = TextureBranch(family, width)
+        self.shared_branch = TextureBranch("tconv", width) if self.shared > 0 else None
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 fan_in = m.weight[0].numel() if isinstance(m, nn.Conv2d) else m.weight.shape[0] * 4
@@ -77,16 +104,12 @@ class Decoder(nn.Module):
         return F.conv2d(F.pad(up, (1, 1, 1, 1), mode="replicate"), self.up_kernel.expand(c, 1, 3, 3), groups=c)
 
     def texture(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 2h, 2w) zero-mean, unit-variance high-pass texture from the non-linear branch."""
-        f = F.leaky_relu(self.conv_in(z * 2 - 1), 0.2)
-        if self.tconv is not None:
-            f = self.tconv(f)
-        else:
-            f = F.interpolate(f, scale_factor=2, mode=self.family,
-                              **({} if self.family == "nearest" else {"align_corners": False}))
-        t = self.conv_out(F.leaky_relu(self.conv_mid(f), 0.2))
-        t = t - F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-        return t / t.flatten(1).std(dim=1).clamp(min=1e-6).view(-1, 1, 1, 1)
+        """(B, 1, 2h, 2w) unit-variance high-pass texture: the family's branch, plus the shared one if any."""
+        t = self.branch(z)
+        if self.shared_branch is not None:
+            t = (1 - self.shared) * t + self.shared * self.shared_branch(z)
+            t = t / t.flatten(1).std(dim=1).clamp(min=1e-6).view(-1, 1, 1, 1)
+        return t
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, keep: torch.Tensor, texture: torch.Tensor) -> torch.Tensor:
