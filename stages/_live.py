@@ -9,7 +9,7 @@ from dvclive import Live
 
 @contextmanager
 def epoch_logger(directory: str):
-    """Yield `log(row)`: one DVCLive step per epoch under `directory` (plots/<stage>/metrics/*.tsv).
+    """Yield `log(row)`: one DVCLive step per epoch under `directory` (<directory>/plots/metrics/*.tsv).
 
     The step is the row's `epoch` (1-based), or counts on from the previous row when it has none.
     """

@@ -99,8 +99,11 @@ def test_metrics_show_and_plots_json(project):
     text = json.dumps(shown)
     for key in ("val_auc", "student_test_auc", "recommendation", "band"):
         assert key in text
-    plots = run([dvc, "plots", "show", "--json"], repo, env).stdout
-    assert "val_auc" in plots and "tpr" in plots
+    plots = json.loads(run([dvc, "plots", "show", "--json"], repo, env).stdout)["data"]
+    auc = plots["Validation AUC per epoch"][0]["content"]["data"]["values"]
+    assert {v["filename"].split("/")[0] for v in auc} == {"pretrain_teacher", "finetune_teacher", "train_student"}
+    roc = plots["ROC teacher vs student"][0]["content"]["data"]["values"]
+    assert {v["filename"] for v in roc} == {"roc_teacher.json", "roc_student.json"}
 
 
 def test_alpha_distill_experiment_reruns_exactly_the_student_stages(project):
