@@ -15,7 +15,7 @@ from PIL import Image
 
 from ladeda.data.default import DOMAIN_PHOTOS, PHOTOS, generate_default, plan_tiles, tile_size
 from ladeda.data.folders import SPLITS, discover, subsets
-from ladeda.data.generators import FAMILIES, Decoder
+from ladeda.data.generators import FAMILIES, Decoder, high_pass, match_sharpness
 from ladeda.errors import LadedaError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,6 +130,34 @@ def test_decoder_keeps_grey_range_and_leaves_traces(family):
     assert not torch.equal(Decoder(family, seed=1).up_kernel, Decoder(family, seed=2).up_kernel)
 
 
+def test_decoder_signed_and_shared_options():
+    """`signed` gives a sum-1 kernel with negative taps; `shared` mixes a tconv texture into other families."""
+    smooth, signed = Decoder("nearest", seed=1).up_kernel, Decoder("nearest", seed=1, signed=True).up_kernel
+    assert smooth.min() > 0 and signed.min() < 0
+    assert torch.allclose(signed.sum(), torch.tensor(1.0)) and torch.allclose(smooth.sum(), torch.tensor(1.0))
+    z = torch.rand(2, 3, 16, 16)
+    plain, mixed = Decoder("bilinear", seed=1), Decoder("bilinear", seed=1, shared=0.5)
+    assert mixed.shared_branch is not None and plain.shared_branch is None
+    t_plain, t_mixed = plain.texture(z), mixed.texture(z)
+    assert torch.allclose(t_mixed.flatten(1).std(dim=1), torch.ones(2), atol=1e-4)  # still unit variance
+    assert not torch.allclose(t_plain, t_mixed)
+    assert Decoder("tconv", seed=1, shared=0.5).shared_branch is None  # the source family has it already
+
+
+def test_match_sharpness_equalises_detail_energy_per_image():
+    torch.manual_seed(0)
+    real, fake = torch.rand(3, 3, 24, 24), 0.5 + 0.1 * torch.rand(3, 3, 24, 24)  # fake far smoother
+    out = match_sharpness(fake, real)
+    energy = lambda t: high_pass(t).pow(2).mean(dim=(1, 2, 3))  # noqa: E731
+    assert (energy(fake) / energy(real)).max() < 0.05
+    ratio = energy(out) / energy(real)  # one linear gain on a 3x3 high-pass: equal to within ~10%
+    assert ((ratio > 0.9) & (ratio < 1.15)).all(), ratio
+    change, detail = (out - fake).flatten(1), high_pass(fake).flatten(1)  # only the detail is scaled
+    gain = (change * detail).sum(1, keepdim=True) / detail.pow(2).sum(1, keepdim=True)
+    assert torch.allclose(change, gain * detail, atol=1e-5)
+    assert torch.allclose(match_sharpness(real, real), real)
+
+
 def _stage(script: str, tmp_path: Path, params: str, *args: str) -> subprocess.CompletedProcess:
     (tmp_path / "params.yaml").write_text(params)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -162,3 +190,29 @@ def test_prepare_data_stage_bad_params_one_line_error(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "prepare_data.image_size" in lines[0]
     assert not (tmp_path / "data").exists()
+
+
+def _global_features(path: Path) -> dict[str, float]:
+    """Whole-image statistics a shortcut could use: colour, brightness, contrast, sharpness, clipping, size."""
+    a = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
+    g = a.mean(2)
+    lap = g[1:-1, :-2] + g[1:-1, 2:] + g[:-2, 1:-1] + g[2:, 1:-1] - 4 * g[1:-1, 1:-1]
+    return {"mean_r": a[..., 0].mean(), "mean_g": a[..., 1].mean(), "mean_b": a[..., 2].mean(),
+            "brightness": g.mean(), "contrast": g.std(), "sharpness": lap.var(),
+            "gradient": np.abs(np.diff(g, axis=1)).mean(), "saturation": (a.max(2) - a.min(2)).mean(),
+            "clipped": ((a == 0) | (a == 255)).mean(), "file_size": float(path.stat().st_size)}
+
+
+@pytest.mark.parametrize("domain", ["source", "target"])
+def test_no_global_feature_separates_real_from_fake(tmp_path, domain):
+    """Fakes differ from reals only locally: no whole-image statistic reaches AUC 0.6 (default recipe, 64px)."""
+    from sklearn.metrics import roc_auc_score
+
+    counts = {"train": 300, "val": 1, "test": 2}
+    generate_default(tmp_path / "d", 0, 64, counts, counts, progress=False)
+    samples = discover(tmp_path / "d" / domain, "train")
+    feats = [_global_features(Path(s.path)) for s in samples]
+    labels = [s.label for s in samples]
+    for name in feats[0]:
+        auc = roc_auc_score(labels, [f[name] for f in feats])
+        assert max(auc, 1 - auc) <= 0.6, f"{domain}: {name} separates real from fake (AUC {auc:.3f})"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from ladeda.errors import LadedaError
 
@@ -32,9 +32,6 @@ class FinetuneDecision:
 
     finetune: bool
     reason: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def finetune_decision(policy: str, band: str) -> FinetuneDecision:

@@ -314,11 +314,6 @@ def _validate(p: Params, s: str) -> None:
            "and evaluate.latency_repeats must be >= 1")
 
 
-def section_dict(obj) -> dict:
-    """A params section as a plain dict (for checkpoints and metrics)."""
-    return dataclasses.asdict(obj)
-
-
 def stage_params(description: str, flags: dict[str, tuple[str, type]] | None = None,
                  argv: list[str] | None = None) -> Params:
     """Parse a stage's command line: `--params FILE` plus flags that override dotted params keys.

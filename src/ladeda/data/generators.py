@@ -3,9 +3,13 @@
 A fake is a real crop re-synthesised from its half-resolution version, the way a generator's decoder
 upsamples: `fake = keep * x + (1 - keep) * U(z) + texture`, with `z = avgpool2(x)`, `U` the family's
 image-path upsampler (a random transposed conv, or nearest / bilinear followed by a random 3x3 conv) and
-`texture` the high-pass output of a small non-linear branch (conv, LeakyReLU, the family's upsampling,
-conv), scaled to the local amount of real detail so fakes are as sharp as reals. `keep` is the share of
-the real high-frequency detail kept; `1 - keep` sets how strong the upsampling traces are.
+`texture` the high-pass output of a small non-linear branch (conv, LeakyReLU, x2 upsampling, conv), scaled
+to the local amount of real detail so its strength follows the image content. `keep` is the share of the
+real high-frequency detail kept; `1 - keep` sets how strong the image-path traces are. Finally the fake's
+high-pass is scaled to its real's energy (`match_sharpness`), so sharpness alone does not tell them apart:
+the local structure of the detail (the traces a patch detector should find) does. A decoder of another
+family may mix in a second texture branch with a transposed-conv feature path (`shared`): a cue that a
+detector trained on the `tconv` family already half knows.
 No learned weights and no downloads: everything follows from the seed.
 """
 
@@ -121,7 +125,23 @@ class Decoder(nn.Module):
         local = _box9(detail.pow(2).mean(1, keepdim=True)).sqrt()  # local RMS of the real detail
         texture = texture.view(-1, 1, 1, 1).to(x.dtype)
         fake = keep * x + (1 - keep) * up + texture * local * self.texture(z)
-        return fake.clamp(0, 1)
+        return match_sharpness(fake, x).clamp(0, 1)
+
+
+def high_pass(x: torch.Tensor) -> torch.Tensor:
+    """x minus its 3x3 local mean (replicated borders): the detail a sharpness measure sees."""
+    return x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+
+
+def match_sharpness(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Scale each fake's high-pass so its energy matches its real's (to ~10%): sharpness then separates nothing.
+
+    One gain per image: where the detail sits and what it looks like (the local traces) stay as made.
+    """
+    hf = high_pass(fake)
+    energy = lambda t: t.pow(2).mean(dim=(1, 2, 3), keepdim=True)  # noqa: E731
+    gain = (energy(high_pass(real)) / energy(hf).clamp(min=1e-12)).sqrt()
+    return fake + (gain - 1) * hf
 
 
 def _box9(x: torch.Tensor) -> torch.Tensor:
