@@ -136,6 +136,18 @@ def test_skip_gate_step_is_bce_only():
     assert set(terms) == {"bce"} and loss.item() == terms["bce"]
 
 
+def test_distill_step_uses_the_teachers_own_patch_maps():
+    """The step's inference copy of the teacher gives the loss the teacher's eval-mode maps would."""
+    torch.manual_seed(5)
+    teacher, student = randomise_bn(LaDeDa9(width=4)), TinyLaDeDa()
+    x, y = torch.randn(3, 3, 40, 40), torch.tensor([0, 1, 1])
+    loss, terms = make_distill_step(teacher, 0.5, 0.5)(student, x, y)
+    with torch.no_grad():
+        expected, expected_terms = distill_loss(student.patch_map(x), teacher.eval().patch_map(x), y, 0.5, 0.5)
+    assert terms["mse"] == pytest.approx(expected_terms["mse"], rel=1e-4)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4) and loss.requires_grad
+
+
 def test_teacher_is_bit_identical_after_two_stage_training():
     torch.manual_seed(3)
     teacher = randomise_bn(LaDeDa9(width=4))

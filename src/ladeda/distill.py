@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ladeda.errors import LadedaError
+from ladeda.fastpath import optimize_for_inference
 
 ALIGN_KERNEL = 3
 ALIGN_STRIDE = 4  # teacher stride 8 / student stride 2
@@ -62,16 +63,17 @@ def freeze_teacher(teacher: nn.Module) -> nn.Module:
 def make_distill_step(teacher: nn.Module | None, alpha_task: float, alpha_distill: float):
     """A `fit` step: teacher patch maps under no_grad, student trained on the combined loss.
 
+    The maps come from an inference copy of the frozen teacher (BatchNorm folded, channels-last: same
+    maps to float tolerance, about twice as fast on a CPU); the teacher itself is left untouched.
     With `teacher=None` (distillation skipped) the student trains on BCE alone.
     """
-    if teacher is not None:
-        freeze_teacher(teacher)
+    fast_teacher = optimize_for_inference(freeze_teacher(teacher)) if teacher is not None else None
 
     def step(student: nn.Module, x: torch.Tensor, y: torch.Tensor):
         teacher_map = None
-        if teacher is not None:
+        if fast_teacher is not None:
             with torch.no_grad():
-                teacher_map = teacher.patch_map(x)
+                teacher_map = fast_teacher.patch_map(x)
         total, terms = distill_loss(student.patch_map(x), teacher_map, y, alpha_task, alpha_distill)
         return total, terms
 
