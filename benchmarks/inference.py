@@ -27,7 +27,7 @@ import time
 import torch
 from torch import nn
 
-from ladeda.efficiency import count_parameters, cpu_model, flops_per_image, measure_throughput
+from ladeda.efficiency import count_parameters, cpu_model, flops_per_image, load_average, measure_throughput
 from ladeda.fastpath import configure_threads, idle_cpus, optimize_for_inference
 from ladeda.io import write_json
 from ladeda.models import LaDeDa9, TinyLaDeDa
@@ -44,13 +44,6 @@ class ChannelsLast(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.contiguous(memory_format=torch.channels_last))
-
-
-def load() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def profile_fast_path(model: nn.Module, size: int, batch: int, top: int = 12) -> str:
@@ -78,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     threads = configure_threads(args.threads or len(os.sched_getaffinity(0)))
-    load_before, idle_before = load(), idle_cpus(1.0)
+    load_before, idle_before = load_average(), idle_cpus(1.0)
     builders = {"TinyLaDeDa": lambda: TinyLaDeDa("right_diag"), "LaDeDa9": lambda: LaDeDa9("NPR", width=args.width)}
     rows, flops = [], {}
     started = time.time()
@@ -97,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
                 rows.append({"model": arch, "batch": batch, "mode": mode, **r})
                 print(f"{arch:10s} batch {batch:3d} {mode:13s} {r['images_per_s']:9.1f} img/s "
                       f"{r['latency_ms_per_batch']:10.1f} ms/batch", file=sys.stderr, flush=True)
-    load_after, idle_after = load(), idle_cpus(1.0)
+    load_after, idle_after = load_average(), idle_cpus(1.0)
 
     lines = [
         f"Machine: {cpu_model()}, {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "

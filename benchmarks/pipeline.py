@@ -9,7 +9,7 @@ It clones the committed HEAD of this repository (nothing of the working tree), r
 and takes each stage's time from when DVC announces it, then times `dvc exp run --temp -S
 alpha_distill=0.1` on top. Goals (2 cores): whole pipeline <= 300 s, teacher half (pretrain_teacher,
 diagnose, finetune_teacher, evaluate_teacher) <= 180 s, the experiment <= 35% of the whole pipeline.
-The 1-minute load average is printed before and after: other processes on the same cores slow every
+The load averages are printed before and after: other processes on the same cores slow every
 stage down.
 """
 
@@ -24,20 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from ladeda.efficiency import machine_description
+from ladeda.efficiency import load_average, machine_description
 from ladeda.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER_HALF = ("pretrain_teacher", "diagnose", "finetune_teacher", "evaluate_teacher")
 GOALS = {"pipeline_s": 300.0, "teacher_half_s": 180.0, "experiment_share": 0.35}
 STAGE_LINE = re.compile(r"(?:Running stage|Stage) '([^']+)'")
-
-
-def load() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def timed_run(cmd: list[str], cwd: Path, env: dict) -> tuple[float, dict[str, float]]:
@@ -61,12 +54,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, help="also write the timings as JSON here")
     args = ap.parse_args()
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
+    identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                for what, value in (("NAME", "bench"), ("EMAIL", "bench@localhost"))}  # exp run commits
+    env = {**identity, **os.environ, "DVC_NO_ANALYTICS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    for key, value in (("GIT_AUTHOR_NAME", "bench"), ("GIT_AUTHOR_EMAIL", "bench@localhost"),
-                       ("GIT_COMMITTER_NAME", "bench"), ("GIT_COMMITTER_EMAIL", "bench@localhost")):
-        env.setdefault(key, value)
-    print(f"machine: {machine_description()}; load before: {load()}", flush=True)
+    print(f"machine: {machine_description()}; load before: {load_average()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="ladeda-bench-") as tmp:
         clone = Path(tmp) / "ladeda"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
@@ -75,7 +67,7 @@ def main() -> None:
     teacher_half_s = sum(stages.get(s, 0.0) for s in TEACHER_HALF)
     result = {"machine": machine_description(), "pipeline_s": pipeline_s, "teacher_half_s": teacher_half_s,
               "experiment_s": experiment_s, "experiment_share": experiment_s / pipeline_s,
-              "stages_s": stages, "experiment_stages_s": exp_stages, "load_after": load()}
+              "stages_s": stages, "experiment_stages_s": exp_stages, "load_after": load_average()}
     print("\n| stage | seconds |\n|---|---|")
     for name, sec in stages.items():
         print(f"| {name} | {sec:.0f} |")

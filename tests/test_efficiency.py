@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ladeda.efficiency import count_parameters, flops_per_image, machine_description, measure_throughput
+from ladeda.efficiency import (count_parameters, flops_per_image, load_average, machine_description,
+                               measure_throughput)
 from ladeda.fastpath import optimize_for_inference
 from ladeda.models import LaDeDa9, TinyLaDeDa
 
@@ -58,3 +59,8 @@ def test_measure_throughput_is_positive_and_consistent():
 def test_machine_description_names_torch_and_threads():
     text = machine_description()
     assert torch.__version__.split("+")[0] in text and f"{torch.get_num_threads()} threads" in text
+
+
+def test_load_average_is_three_numbers_or_na():
+    text = load_average()
+    assert text == "n/a" or [float(v) >= 0 for v in text.split()] == [True, True, True]

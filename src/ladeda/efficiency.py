@@ -109,6 +109,14 @@ def cpu_model() -> str:
     return cpu
 
 
+def load_average() -> str:
+    """The 1/5/15-minute load averages ("n/a" where the OS has none): other work on the cores slows a timing."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
 def machine_description() -> str:
     """CPU model, core count, torch version and threads: what a measured speed belongs to."""
     return (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__.split('+')[0]}, "

@@ -100,7 +100,6 @@ class Recipe:
     instances: int = 4                     # random decoders per family
     signed: tuple[str, ...] = ()           # families whose post-upsampling 3x3 conv is signed, not smoothing
     jitter: float = 0.35                   # how far the decoders' upsampling kernels stray from smooth
-    shared: float = 0.0                    # weight of a transposed-conv texture branch in other families
     keep: tuple[float, float] = (0.3, 0.6)  # share of real detail kept (uniform per fake)
     texture: tuple[float, float] = (0.3, 0.6)  # texture amplitude relative to the detail removed
     file_format: str = "PNG"
@@ -253,7 +252,7 @@ def generate_domain(out: Path, domain: str, counts: Mapping[str, int], image_siz
     rng = np.random.default_rng([seed, dom_id, 0])
     tiles = plan_tiles({n: photos[n].shape[:2] for n in names}, dict(counts), image_size, rng)
     decoders = {(fam, i): Decoder(fam, family_seed(seed, fam, i), jitter=recipe.jitter,
-                                     signed=fam in recipe.signed, shared=recipe.shared)
+                                     signed=fam in recipe.signed)
                 for fam in recipe.families for i in range(recipe.instances)}
     ext = ".jpg" if recipe.file_format == "JPEG" else ".png"
     rows: list[dict] = []

@@ -7,9 +7,7 @@ image-path upsampler (a random transposed conv, or nearest / bilinear followed b
 to the local amount of real detail so its strength follows the image content. `keep` is the share of the
 real high-frequency detail kept; `1 - keep` sets how strong the image-path traces are. Finally the fake's
 high-pass is scaled to its real's energy (`match_sharpness`), so sharpness alone does not tell them apart:
-the local structure of the detail (the traces a patch detector should find) does. A decoder of another
-family may mix in a second texture branch with a transposed-conv feature path (`shared`): a cue that a
-detector trained on the `tconv` family already half knows.
+the local structure of the detail (the traces a patch detector should find) does.
 No learned weights and no downloads: everything follows from the seed.
 """
 
@@ -51,30 +49,19 @@ class TextureBranch(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """(B, 1, 2h, 2w) zero-mean, unit-variance high-pass texture of a (B, 3, h, w) image in [0, 1]."""
         f = F.leaky_relu(self.conv_in(z * 2 - 1), 0.2)
-        if self.tconv is not None:
-            f = self.tconv(f)
-        else:
-            f = F.interpolate(f, scale_factor=2, mode=self.up, **({} if self.up == "nearest" else
-                                                                   {"align_corners": False}))
-        t = self.conv_out(F.leaky_relu(self.conv_mid(f), 0.2))
-        t = t - F.avg_pool2d(F.pad(t, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        f = self.tconv(f) if self.tconv is not None else _upsample2(f, self.up)
+        t = high_pass(self.conv_out(F.leaky_relu(self.conv_mid(f), 0.2)))
         return t / t.flatten(1).std(dim=1).clamp(min=1e-6).view(-1, 1, 1, 1)
 
 
 class Decoder(nn.Module):
-    """One generator instance of a family: image-path x2 upsampler plus a small non-linear texture branch.
+    """One generator instance of a family: image-path x2 upsampler plus a small non-linear texture branch."""
 
-    `shared` (0..1) mixes in a second texture branch with a transposed-conv feature path, the kind every
-    family's feature path may have: a weak cue that a detector trained on the `tconv` family half knows.
-    """
-
-    def __init__(self, family: str, seed: int, width: int = 8, jitter: float = 0.35, signed: bool = False,
-                 shared: float = 0.0):
+    def __init__(self, family: str, seed: int, width: int = 8, jitter: float = 0.35, signed: bool = False):
         super().__init__()
         if family not in FAMILIES:
             raise ValueError(f"unknown generator family {family!r}; choose one of {FAMILIES}")
         self.family = family
-        self.shared = shared if family != "tconv" else 0.0
         g = torch.Generator().manual_seed(seed)
         randn = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
         if family == "tconv":
@@ -90,7 +77,6 @@ class Decoder(nn.Module):
             logits = 2.5 * torch.eye(3)[1].outer(torch.eye(3)[1]) + jitter * 2 * randn(3, 3)
             self.register_buffer("up_kernel", torch.softmax(logits.flatten(), 0).view(1, 1, 3, 3))
         self.branch = TextureBranch(family, width)
-        self.shared_branch = TextureBranch("tconv", width) if self.shared > 0 else None
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 fan_in = m.weight[0].numel() if isinstance(m, nn.Conv2d) else m.weight.shape[0] * 4
@@ -103,17 +89,8 @@ class Decoder(nn.Module):
         c = z.shape[1]
         if self.family == "tconv":
             return F.conv_transpose2d(z, self.up_kernel.expand(c, 1, 4, 4), stride=2, padding=1, groups=c)
-        up = F.interpolate(z, scale_factor=2, mode=self.family, **({} if self.family == "nearest" else
-                                                                     {"align_corners": False}))
+        up = _upsample2(z, self.family)
         return F.conv2d(F.pad(up, (1, 1, 1, 1), mode="replicate"), self.up_kernel.expand(c, 1, 3, 3), groups=c)
-
-    def texture(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 2h, 2w) unit-variance high-pass texture: the family's branch, plus the shared one if any."""
-        t = self.branch(z)
-        if self.shared_branch is not None:
-            t = (1 - self.shared) * t + self.shared * self.shared_branch(z)
-            t = t / t.flatten(1).std(dim=1).clamp(min=1e-6).view(-1, 1, 1, 1)
-        return t
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, keep: torch.Tensor, texture: torch.Tensor) -> torch.Tensor:
@@ -124,8 +101,13 @@ class Decoder(nn.Module):
         detail = x - up  # the real detail the decoder does not reproduce
         local = _box9(detail.pow(2).mean(1, keepdim=True)).sqrt()  # local RMS of the real detail
         texture = texture.view(-1, 1, 1, 1).to(x.dtype)
-        fake = keep * x + (1 - keep) * up + texture * local * self.texture(z)
+        fake = keep * x + (1 - keep) * up + texture * local * self.branch(z)
         return match_sharpness(fake, x).clamp(0, 1)
+
+
+def _upsample2(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """x2 nearest or bilinear (half-pixel centres) upsampling."""
+    return F.interpolate(x, scale_factor=2, mode=mode, **({} if mode == "nearest" else {"align_corners": False}))
 
 
 def high_pass(x: torch.Tensor) -> torch.Tensor:
