@@ -37,7 +37,7 @@ class PrepareDataParams:
 
     seed: int = 0
     image_size: int = 64
-    source: SplitCounts = field(default_factory=lambda: SplitCounts(1000, 200, 200))
+    source: SplitCounts = field(default_factory=lambda: SplitCounts(600, 200, 200))
     target: SplitCounts = field(default_factory=SplitCounts)
 
 
