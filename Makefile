@@ -1,10 +1,11 @@
 # Two commands on a fresh machine:  make repro  (install + run the pipeline)   make test  (install + tests)
+# make test-fast: the quick loop while editing (everything but the end-to-end DVC runs marked `slow`)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install repro test benchmark clean-venv
+.PHONY: install repro test test-fast benchmark clean-venv
 
 install: $(VENV)/.installed
 
@@ -19,6 +20,9 @@ repro: install
 
 test: install
 	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m 'not slow'
 
 benchmark: install
 	$(PY) benchmarks/inference.py

@@ -7,9 +7,9 @@ Not a test: run it on an otherwise idle machine and paste the printed Markdown i
 
 Modes: `eager` = the plain model on a plain NCHW batch; `channels-last` = the plain model with weights
 and input converted to channels-last (the only change the reference measurement made); `fast path`
-= `ladeda.fastpath.optimize_for_inference` (folded stem and BatchNorms, channels-last, cache-sized
+= `ladeda.models.fastpath.optimize_for_inference` (folded stem and BatchNorms, channels-last, cache-sized
 micro-batches/tiles). Random weights: speed does not depend on the values. Each number is the median
-of 7 timed runs after 2 warm-up runs (LaDeDa9: 3 after 1) (`ladeda.efficiency.measure_throughput`);
+of 7 timed runs after 2 warm-up runs (LaDeDa9: 3 after 1) (`ladeda.evaluation.efficiency.measure_throughput`);
 "images per CPU-second" divides by the process's CPU time instead of wall time. FLOPs count a
 multiply-add as 2 (torch's FlopCounterMode). The 1-minute load average is printed before and after:
 other processes on the same cores make every number lower.
@@ -27,9 +27,10 @@ import time
 import torch
 from torch import nn
 
-from ladeda.efficiency import count_parameters, cpu_model, flops_per_image, load_average, measure_throughput
-from ladeda.fastpath import configure_threads, idle_cpus, optimize_for_inference
-from ladeda.io import write_json
+from ladeda.evaluation.efficiency import count_parameters, cpu_model, flops_per_image, load_average, measure_throughput
+from ladeda.core.runtime import configure_threads, idle_cpus
+from ladeda.models.fastpath import optimize_for_inference
+from ladeda.core.files import write_json
 from ladeda.models import LaDeDa9, TinyLaDeDa
 
 GOALS = {"TinyLaDeDa": 400.0, "LaDeDa9": 2.5}  # img/s with the fast path on 2 cores, 256x256, batch 32
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     if min(idle_before, idle_after) < threads:
         lines += ["", f"Warning: other processes kept {len(os.sched_getaffinity(0)) - min(idle_before, idle_after)} "
                       f"of the CPUs busy around this run: wall-time numbers with {threads} threads are lower than "
-                      f"on an idle machine (see fastpath.configure_threads); images per CPU-second are less affected."]
+                      f"on an idle machine (see ladeda.core.runtime.configure_threads); images per CPU-second are less affected."]
     goal_lines = []
     for r in rows:
         goal = GOALS.get(r["model"])

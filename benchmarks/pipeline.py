@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ladeda.efficiency import load_average, machine_description
-from ladeda.io import write_json
+from ladeda.evaluation.efficiency import load_average, machine_description
+from ladeda.core.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER_HALF = ("pretrain_teacher", "diagnose", "finetune_teacher", "evaluate_teacher")

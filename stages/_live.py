@@ -8,12 +8,12 @@ from dvclive import Live
 
 
 @contextmanager
-def epoch_logger(directory: str):
+def epoch_logger(directory):
     """Yield `log(row)`: one DVCLive step per epoch under `directory` (<directory>/plots/metrics/*.tsv).
 
     The step is the row's `epoch` (1-based), or counts on from the previous row when it has none.
     """
-    with Live(directory, dvcyaml=False, save_dvc_exp=False, report=None) as live:
+    with Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         def log(row: dict) -> None:
             if "epoch" in row:
                 live.step = int(row["epoch"])

@@ -1,4 +1,4 @@
-"""DVC stage `check_data`: validate whatever `data.root` holds and stop the pipeline on broken data.
+"""Stage check_data: validate whatever `data.root` holds and stop the pipeline on broken data.
 
 Reads params `data.root`, `data.max_unreadable_fraction`, `data.crop_size`; writes `metrics/check_data.json`
 (also when the check fails, so the problems can be read) and exits with status 2 on a blocking problem.
@@ -9,16 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ladeda.core.errors import run_cli
+from ladeda.core.files import write_json
+from ladeda.core.outputs import metrics_path
+from ladeda.core.params import load_params
 from ladeda.data.check import analyze_dataset, raise_on_blocking
-from ladeda.errors import run_cli
-from ladeda.io import write_json
-from ladeda.params import load_params
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", default="metrics/check_data.json")
+    ap.add_argument("--out", default=str(metrics_path("check_data")))
     args = ap.parse_args()
     d = load_params(args.params).data
     report = analyze_dataset(d.root, max_unreadable_fraction=d.max_unreadable_fraction, crop_size=d.crop_size)

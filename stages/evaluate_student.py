@@ -2,28 +2,30 @@
 
 import json
 
-from ladeda.checkpoints import load_model
-from ladeda.distill import patch_agreement
-from ladeda.efficiency import count_parameters, flops_per_image, machine_description, measure_throughput
-from ladeda.errors import run_cli
-from ladeda.evaluate import metrics_by_subset, roc_points, score
-from ladeda.fastpath import configure_threads, optimize_for_inference
-from ladeda.io import write_json, write_text
-from ladeda.params import stage_params
-from ladeda.report import markdown_report
-from ladeda.train import seed_everything
-from ladeda.workflow import load_teacher_file, split_loader
+from ladeda.core.errors import run_cli
+from ladeda.core.files import write_json, write_text
+from ladeda.core.outputs import REPORT, plots_dir, write_metrics
+from ladeda.core.params import stage_params
+from ladeda.core.runtime import configure_threads, seed_everything
+from ladeda.distillation.loss import patch_agreement
+from ladeda.evaluation.efficiency import count_parameters, flops_per_image, machine_description, measure_throughput
+from ladeda.evaluation.metrics import metrics_by_subset, roc_points
+from ladeda.evaluation.report import markdown_report
+from ladeda.evaluation.scoring import score
+from ladeda.models.checkpoints import load_model
+from ladeda.models.fastpath import optimize_for_inference
+from ladeda.pipeline.datasets import checked_loader
+from ladeda.pipeline.teachers import load_selected_teacher
 
-STUDENT = "weights/student/student_best.pt"
 FLAGS = {"--teacher-weights": ("teacher_weights", str), "--batch-size": ("evaluate.batch_size", int)}
 
 
 def main() -> None:
     p = stage_params(__doc__, FLAGS)
     seed_everything(p.seed)
-    student = load_model(STUDENT)
-    teacher = load_teacher_file(p.teacher_weights, p.teacher_file())
-    loader = split_loader(p.data, p.data.root, "test", p.evaluate.batch_size, p.seed)
+    student = load_model(p.paths.student_best)
+    teacher = load_selected_teacher(p)
+    loader = checked_loader(p, "test", p.evaluate.batch_size)
     subsets = [s.subset for s in loader.dataset.samples]
     result = {"data_root": p.data.root, "teacher_weights": p.teacher_weights}
     scores = {}
@@ -32,7 +34,7 @@ def main() -> None:
         result[name] = {"arch": type(model).__name__, "preprocess": model.preprocess,
                         "test": metrics_by_subset(s.labels, s.logits, [subsets[i] for i in s.indices]),
                         "parameters": count_parameters(model)}
-        write_json(f"plots/evaluate_student/roc_{name}.json", roc_points(s.labels, s.logits))
+        write_json(plots_dir("evaluate_student") / f"roc_{name}.json", roc_points(s.labels, s.logits))
     t_auc, s_auc = result["teacher"]["test"]["overall"]["auc"], result["student"]["test"]["overall"]["auc"]
     result["auc_ratio"] = s_auc / t_auc
     result["patch_agreement"] = patch_agreement(scores["student"].patch_maps, scores["teacher"].patch_maps)
@@ -50,9 +52,9 @@ def main() -> None:
     summary = {"student_test_auc": s_auc, "teacher_test_auc": t_auc, "auc_ratio": result["auc_ratio"],
                "patch_agreement": result["patch_agreement"]}
     # Quality metrics are deterministic; measured speed lives apart so `dvc metrics diff` stays meaningful.
-    write_json("metrics/evaluate_student.json", {**summary, **result})
-    write_json("metrics/efficiency.json", eff)
-    write_text("metrics/report.md", markdown_report(result, eff))
+    write_metrics("evaluate_student", {**summary, **result})
+    write_metrics("efficiency", eff)
+    write_text(REPORT, markdown_report(result, eff))
     print(json.dumps(summary, indent=2))
 
 

@@ -1,32 +1,32 @@
 """Stage evaluate_teacher: validation and test metrics of the chosen teacher and the distillation recommendation."""
 
-from ladeda.checkpoints import load_model, read_checkpoint
-from ladeda.errors import run_cli
-from ladeda.evaluate import detection_metrics, metrics_by_subset, score
-from ladeda.gates import RECOMMENDATION_WORDS, distill_recommendation
-from ladeda.io import write_json
-from ladeda.params import stage_params
-from ladeda.train import seed_everything
-from ladeda.workflow import split_loader
+from ladeda.core.errors import run_cli
+from ladeda.core.outputs import write_metrics
+from ladeda.core.params import stage_params
+from ladeda.core.runtime import seed_everything
+from ladeda.evaluation.metrics import detection_metrics, metrics_by_subset
+from ladeda.evaluation.scoring import score
+from ladeda.models.checkpoints import load_model, read_checkpoint
+from ladeda.pipeline.datasets import checked_loader
+from ladeda.pipeline.gates import RECOMMENDATION_WORDS, distill_recommendation
 
-CHECKPOINT = "weights/teacher/teacher_finetuned_best.pth"
 FLAGS = {"--batch-size": ("evaluate_teacher.batch_size", int)}
 
 
 def main() -> None:
     p = stage_params(__doc__, FLAGS)
     seed_everything(p.seed)
-    teacher = load_model(CHECKPOINT)
-    finetuned = bool(read_checkpoint(CHECKPOINT).get("finetuned", False))
+    teacher = load_model(p.paths.finetuned)
+    finetuned = bool(read_checkpoint(p.paths.finetuned).get("finetuned", False))
     bs = p.evaluate_teacher.batch_size
-    val = score(teacher, split_loader(p.data, p.data.root, "val", bs, p.seed), desc="val")
+    val = score(teacher, checked_loader(p, "val", bs), desc="val")
     val_m = detection_metrics(val.labels, val.logits, name=f"{p.data.root}/val")
-    test_loader = split_loader(p.data, p.data.root, "test", bs, p.seed)
+    test_loader = checked_loader(p, "test", bs)
     test = score(teacher, test_loader, desc="test")
     subsets = [test_loader.dataset.samples[i].subset for i in test.indices]
     test_m = metrics_by_subset(test.labels, test.logits, subsets, name=f"{p.data.root}/test")
     rec = distill_recommendation(val_m["auc"], p.evaluate_teacher.ready, p.evaluate_teacher.skip)
-    write_json("metrics/evaluate_teacher.json", {
+    write_metrics("evaluate_teacher", {
         "val_auc": val_m["auc"], "test_auc": test_m["overall"]["auc"], "finetuned": finetuned,
         "recommendation": rec, "distill": rec != "skip", "recommendation_text": RECOMMENDATION_WORDS[rec],
         "val": val_m, "test": test_m})

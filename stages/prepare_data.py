@@ -1,4 +1,4 @@
-"""DVC stage `prepare_data`: build the embedded default dataset (source + target domains) and a sample grid.
+"""Stage prepare_data: build the embedded default dataset (source + target domains) and a sample grid.
 
 Reads params `prepare_data.*`; writes `data/default/{source,target}/...`, `data/default/manifest.json`,
 `plots/data/samples.png` and `metrics/prepare_data.json`.
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from ladeda.data.default import generate_default
+from ladeda.core.errors import run_cli
+from ladeda.core.files import write_json
+from ladeda.core.outputs import metrics_path
+from ladeda.core.params import load_params
 from ladeda.data.folders import discover
-from ladeda.data.grid import grid_rows, save_sample_grid
-from ladeda.errors import run_cli
-from ladeda.io import write_json
-from ladeda.params import load_params
+from ladeda.embedded.dataset import generate_default
+from ladeda.embedded.grid import grid_rows, save_sample_grid
 
 
 def main() -> None:
@@ -21,11 +22,11 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="data/default", help="dataset folder (replaced atomically)")
     ap.add_argument("--grid", default="plots/data/samples.png")
-    ap.add_argument("--metrics", default="metrics/prepare_data.json")
+    ap.add_argument("--metrics", default=str(metrics_path("prepare_data")))
     args = ap.parse_args()
     p = load_params(args.params).prepare_data
     result = generate_default(args.out, seed=p.seed, image_size=p.image_size,
-                              source_counts=vars(p.source), target_counts=vars(p.target))
+                              source_counts=p.source.model_dump(), target_counts=p.target.model_dump())
     rows = grid_rows(discover(f"{args.out}/source", "test"), "source")
     rows += grid_rows(discover(f"{args.out}/target", "test"), "target")
     save_sample_grid(rows, args.grid)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ladeda.checkpoints import load_model, read_checkpoint, save_checkpoint
-from ladeda.errors import LadedaError
+from ladeda.models.checkpoints import load_model, read_checkpoint, save_checkpoint
+from ladeda.core.errors import LadedaError
 from ladeda.models import LaDeDa9, LaDeDa17, TinyLaDeDa
 
 from test_models import randomise_bn

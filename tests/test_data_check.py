@@ -14,7 +14,8 @@ from PIL import Image
 
 from ladeda.data.check import analyze_dataset, raise_on_blocking, unreadable_files
 from ladeda.data.folders import scan_split
-from ladeda.errors import LadedaError
+from ladeda.core.errors import LadedaError
+from helpers import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,6 +86,25 @@ def test_few_unreadable_warn_many_block(tmp_path):
         raise_on_blocking(rep)
 
 
+def test_stages_skip_the_unreadable_files_check_data_reported(tmp_path, monkeypatch):
+    """`checked_loader` (what diagnose/finetune/train_student load) reads metrics/check_data.json and leaves
+    the tolerated unreadable file out, so a long run does not crash on it."""
+    from ladeda.core.outputs import write_metrics
+    from ladeda.core.params import params_from_dict
+    from ladeda.pipeline.datasets import checked_loader
+    from helpers import project_params
+
+    data = _dataset(tmp_path / "data", n=10)
+    (data / "train/1_fake/bad.png").write_bytes(b"\x89PNG broken")
+    monkeypatch.chdir(tmp_path)
+    write_metrics("check_data", _check(data, max_unreadable_fraction=0.05))
+    p = params_from_dict(project_params({"data": {"root": str(data), "crop_size": 16, "load_size": 16,
+                                                  "num_workers": 0}}))
+    loader = checked_loader(p, "train", batch_size=4)
+    assert len(loader.dataset) == 20 and len(loader.dataset.scan.excluded) == 1
+    assert sum(len(labels) for _, labels, _ in loader) == 20  # iterating never touches bad.png
+
+
 @pytest.mark.parametrize("problem", ["one_class_val", "one_class_test", "empty_split", "missing_train", "no_images"])
 def test_blocking_problems(tmp_path, problem):
     _dataset(tmp_path)
@@ -128,7 +148,7 @@ def test_skipped_files_small_images_and_subset_with_one_class(tmp_path):
 
 
 def _stage(tmp_path: Path, root: str) -> subprocess.CompletedProcess:
-    (tmp_path / "params.yaml").write_text(f"teachers: {{finetuned: {{path: w.pth}}}}\ndata: {{root: {root}}}\n")
+    write_params(tmp_path / "params.yaml", {"data": {"root": root}})
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run([sys.executable, str(ROOT / "stages/check_data.py"), "--params", "params.yaml"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)

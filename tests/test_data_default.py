@@ -14,10 +14,11 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from ladeda.data.default import DOMAIN_PHOTOS, PHOTOS, generate_default, plan_tiles, tile_size
+from ladeda.embedded.dataset import DOMAIN_PHOTOS, PHOTOS, generate_default, plan_tiles, tile_size
 from ladeda.data.folders import SPLITS, discover, subsets
-from ladeda.data.generators import FAMILIES, Decoder, high_pass, match_sharpness
-from ladeda.errors import LadedaError
+from ladeda.embedded.generators import FAMILIES, Decoder, high_pass, match_sharpness
+from ladeda.core.errors import LadedaError
+from helpers import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -152,25 +153,17 @@ def test_match_sharpness_equalises_detail_energy_per_image():
     assert torch.allclose(match_sharpness(real, real), real)
 
 
-def _stage(script: str, tmp_path: Path, params: str, *args: str) -> subprocess.CompletedProcess:
-    (tmp_path / "params.yaml").write_text(params)
+def _stage(script: str, tmp_path: Path, image_size: int, *args: str) -> subprocess.CompletedProcess:
+    counts = {"train": 2, "val": 1, "test": 2}
+    write_params(tmp_path / "params.yaml", {"prepare_data": {"seed": 3, "image_size": image_size, "source": counts,
+                                                             "target": counts}})
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run([sys.executable, str(ROOT / "stages" / script), "--params", "params.yaml", *args],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
 
-PARAMS = """
-teachers: {finetuned: {path: weights/teacher.pth}}
-prepare_data:
-  seed: 3
-  image_size: %d
-  source: {train: 2, val: 1, test: 2}
-  target: {train: 2, val: 1, test: 2}
-"""
-
-
 def test_prepare_data_stage_writes_outputs(tmp_path):
-    proc = _stage("prepare_data.py", tmp_path, PARAMS % 32, "--out", "data/default")
+    proc = _stage("prepare_data.py", tmp_path, 32, "--out", "data/default")
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "metrics/prepare_data.json").read_text())
     assert metrics["images"] == 2 * (5 + 5) and metrics["seconds"] > 0
@@ -179,7 +172,7 @@ def test_prepare_data_stage_writes_outputs(tmp_path):
 
 
 def test_prepare_data_stage_bad_params_one_line_error(tmp_path):
-    proc = _stage("prepare_data.py", tmp_path, PARAMS % 33)
+    proc = _stage("prepare_data.py", tmp_path, 33)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "prepare_data.image_size" in lines[0]

@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ladeda.data.folders import LabeledImages, discover, make_loader, scan_split, subsets
+from ladeda.data.folders import LabeledImages, discover, scan_split, subsets
+from ladeda.data.loaders import make_loader
 from ladeda.data.transforms import build_transform
-from ladeda.errors import LadedaError
+from ladeda.core.errors import LadedaError
 
 
 def _img(path: Path, size=(16, 16), value=0, fmt=None):

@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from ladeda.distill import align, distill_loss, make_distill_step, patch_agreement
-from ladeda.errors import LadedaError
-from ladeda.gates import diagnose_band, distill_recommendation, finetune_decision
+from ladeda.distillation.loss import align, distill_loss, make_distill_step, patch_agreement
+from ladeda.core.errors import LadedaError
+from ladeda.pipeline.gates import diagnose_band, distill_recommendation, finetune_decision
 from ladeda.models import LaDeDa9, TinyLaDeDa
-from ladeda.params import StudentParams
-from ladeda.student import plan_schedule, train_student
+from ladeda.core.params import params_from_dict
+from ladeda.distillation.schedule import plan_schedule, train_student
+from helpers import project_params
 
 from conftest import pattern_loaders
 from test_models import randomise_bn
@@ -115,17 +116,22 @@ def test_distillation_recommendation(auc, rec):
     assert distill_recommendation(auc, ready=0.65, skip=0.55) == rec
 
 
+def student_params(**values):
+    """The project's `student` section with `values` changed."""
+    return params_from_dict(project_params({"student": values})).student
+
+
 def test_schedules_and_the_skip_gate():
-    s = StudentParams(epochs=7, lr=1e-3, epochs_s1=2, lr_s1=1e-3, epochs_s2=3, lr_s2=1e-4)
+    s = student_params(schedule="single_stage", epochs=7, lr=1e-3, epochs_s1=2, lr_s1=1e-3, epochs_s2=3, lr_s2=1e-4)
     (single,) = plan_schedule(s, 0.95, 0.05, distill=True)
     assert (single.epochs, single.alpha_task, single.alpha_distill) == (7, 0.95, 0.05)
-    s.schedule = "two_stage"
+    s = s.model_copy(update={"schedule": "two_stage"})
     s1, s2 = plan_schedule(s, 0.9, 0.1, distill=True)
     assert (s1.epochs, s1.lr, s1.alpha_task, s1.alpha_distill) == (2, 1e-3, 0.0, 1.0)
     assert (s2.epochs, s2.lr, s2.alpha_task, s2.alpha_distill) == (3, 1e-4, 0.9, 0.1)
     (forced,) = plan_schedule(s, 0.9, 0.1, distill=False)
     assert (forced.alpha_task, forced.alpha_distill) == (1.0, 0.0)
-    s.epochs_s1 = s.epochs_s2 = 0
+    s = s.model_copy(update={"epochs_s1": 0, "epochs_s2": 0})
     with pytest.raises(LadedaError, match="no epochs"):
         plan_schedule(s, 0.9, 0.1, distill=True)
 
@@ -154,7 +160,7 @@ def test_teacher_is_bit_identical_after_two_stage_training():
     teacher.train()  # train_student must put it in eval mode itself
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     train, val = pattern_loaders(n_train=32, n_val=16, size=32)
-    s = StudentParams(schedule="two_stage", epochs_s1=1, epochs_s2=1, lr_s1=1e-2, lr_s2=1e-2)
+    s = student_params(schedule="two_stage", epochs_s1=1, epochs_s2=1, lr_s1=1e-2, lr_s2=1e-2)
     student = TinyLaDeDa()
     rows = []
     results = train_student(student, teacher, plan_schedule(s, 0.5, 0.5, True), train, val, s, seed=0,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ladeda.efficiency import (count_parameters, flops_per_image, load_average, machine_description,
+from ladeda.evaluation.efficiency import (count_parameters, flops_per_image, load_average, machine_description,
                                measure_throughput)
-from ladeda.fastpath import optimize_for_inference
+from ladeda.models.fastpath import optimize_for_inference
 from ladeda.models import LaDeDa9, TinyLaDeDa
 
 
@@ -33,7 +33,7 @@ def test_flops_ratio_teacher_to_student_at_256():
         teacher = LaDeDa9()
         student = TinyLaDeDa()
     ratio = flops_per_image(teacher, 256, 256) / flops_per_image(student, 256, 256)
-    assert 300 < ratio < 450  # DESIGN: about 375x; measured 389x (41.93 GFLOPs vs 107.8 MFLOPs)
+    assert 300 < ratio < 450  # the paper: about 375x; measured 389x (41.93 GFLOPs vs 107.8 MFLOPs)
 
 
 def test_fast_path_flops_count_the_folded_stem():

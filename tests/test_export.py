@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from ladeda import cli
-from ladeda.checkpoints import save_checkpoint
-from ladeda.export import export_model, load_torchscript
+from ladeda.inference import cli
+from ladeda.inference.export import export_model, load_torchscript
 from ladeda.models import LaDeDa9, TinyLaDeDa
+from ladeda.models.checkpoints import save_checkpoint
 
 SHAPES = [(2, 3, 64, 64), (1, 3, 45, 71)]  # two sizes; odd sides (NPR crops them)
 

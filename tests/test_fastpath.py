@@ -8,9 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from ladeda import fastpath
-from ladeda.fastpath import (FastModel, configure_threads, fold_batchnorms, idle_cpus, optimize_for_inference,
-                             patch_geometry)
+from ladeda.models import fastpath
+from ladeda.core.runtime import configure_threads, idle_cpus
+from ladeda.models.fastpath import FastModel, optimize_for_inference
+from ladeda.models.folding import fold_batchnorms
+from ladeda.models.geometry import patch_geometry
 from ladeda.models import LaDeDa9, TinyLaDeDa
 
 

@@ -11,9 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from ladeda import cli, predict
-from ladeda.checkpoints import IMAGENET_MEAN, IMAGENET_STD, save_checkpoint
+from ladeda.data.folders import find_images, label_from_path
+from ladeda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ladeda.inference import cli, predict
 from ladeda.models import LaDeDa9, TinyLaDeDa
+from ladeda.models.checkpoints import save_checkpoint
 
 
 def _save(path, h, w, seed):
@@ -54,8 +56,8 @@ def test_predict_folder(folder, tiny_ckpt, tmp_path, capsys):
     root, sizes = folder
     ckpt, model = tiny_ckpt
     out, heat = tmp_path / "out" / "preds.csv", tmp_path / "heat"
-    predict.main(["--weights", str(ckpt), "--input", str(root), "--out", str(out), "--heatmaps", str(heat),
-                  "--batch-size", "2", "--threads", "1", "--no-progress"])
+    cli.main(["predict", "--weights", str(ckpt), "--input", str(root), "--out", str(out), "--heatmaps", str(heat),
+              "--batch-size", "2", "--threads", "1", "--no-progress"])
     captured = capsys.readouterr()
     rows = _read(out)
     assert list(rows[0]) == list(predict.CSV_COLUMNS)
@@ -107,7 +109,7 @@ def test_cli_glob_official_weights_threshold_and_resize(folder, tmp_path, capsys
 def test_chunking_keeps_order_and_scores(folder, tiny_ckpt):
     root, _ = folder
     _, model = tiny_ckpt
-    files, _ = predict.find_images(root)
+    files, _ = find_images(root)
     small = list(predict.iter_predictions(model, files, batch_size=1, chunk_files=2))
     large = list(predict.iter_predictions(model, files, batch_size=8, chunk_files=100))
     assert [i.path for i in small] == [i.path for i in large] == files
@@ -118,15 +120,15 @@ def test_chunking_keeps_order_and_scores(folder, tiny_ckpt):
 
 
 def test_label_from_path():
-    assert predict.label_from_path("x/0_real/a.png") == 0
-    assert predict.label_from_path("x/FAKE/sub/a.png") == 1
-    assert predict.label_from_path("real/1_fake/a.png") == 1  # the nearest folder wins
-    assert predict.label_from_path("x/realistic/a.png") is None
+    assert label_from_path("x/0_real/a.png") == 0
+    assert label_from_path("x/FAKE/sub/a.png") == 1
+    assert label_from_path("real/1_fake/a.png") == 1  # the nearest folder wins
+    assert label_from_path("x/realistic/a.png") is None
 
 
 def _one_line_error(capsys, argv):
     with pytest.raises(SystemExit) as exc:
-        predict.main(argv)
+        cli.main(["predict", *argv])
     assert exc.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and errors[0].startswith("error: ")

@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 
-from ladeda.errors import LadedaError
+from ladeda.core.errors import LadedaError
 from ladeda.models import LaDeDa9, TinyLaDeDa
-from ladeda.train import EarlyStopping, FitConfig, fit, freeze_for_finetuning, seed_everything
+from ladeda.core.runtime import seed_everything
+from ladeda.training.finetune import freeze_for_finetuning
+from ladeda.training.fit import EarlyStopping, FitConfig, fit
 
 from conftest import pattern_loaders
 
@@ -27,7 +29,7 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement():
 def scripted_fit(aucs, patience, lr_patience, monkeypatch, epochs=20):
     """Run fit with the validation AUC replaced by a scripted sequence."""
     seq = iter(aucs)
-    monkeypatch.setattr("ladeda.train.detection_metrics",
+    monkeypatch.setattr("ladeda.training.fit.detection_metrics",
                         lambda labels, logits, name: {"auc": next(seq), "ap": 0.5, "acc": 0.5})
     train, val = pattern_loaders(n_train=8, n_val=8, size=16, batch_size=8)
     model = TinyLaDeDa("raw")

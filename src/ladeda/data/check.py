@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ladeda.data.folders import LABEL_NAMES, LAYOUT_HELP, SPLITS, scan_split
 from ladeda.data.images import to_rgb
-from ladeda.errors import LadedaError
+from ladeda.core.errors import LadedaError
 
 MAX_LISTED = 50  # file lists in the report are cut at this length (their full count is kept)
 FORMAT_BIAS_TV = 0.5  # total-variation distance between the classes' format shares that counts as a bias

@@ -4,11 +4,14 @@ Labels come from the class folder's name only (never from file order); the path 
 class folder is the sample's `subset` ("" when there is none, "reddit" for WildRF, "progan/airplane" for
 ForenSynths), so metrics can be reported per subset. Non-image files, hidden files and images outside any
 class folder are not used; they are counted per split so nothing disappears silently.
+
+Also here, for scoring arbitrary inputs (`ladeda predict`): `find_images` (files, folders, globs) and
+`label_from_path` (the same class-folder names). Every folder walk goes through `walk_files`.
 """
 
 from __future__ import annotations
 
-import math
+import glob
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -17,12 +20,12 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
-from ladeda.data.images import is_image, load_rgb
-from ladeda.errors import LadedaError
+from ladeda.data.images import IMAGE_EXTENSIONS, is_image, load_rgb
+from ladeda.core.errors import LadedaError
 
-if TYPE_CHECKING:  # torchvision is slow to import and only the training stages need it
+if TYPE_CHECKING:  # torchvision is slow to import; reading and checking files never needs it
     from ladeda.data.transforms import ImageTransform
 
 SPLITS = ("train", "val", "test")
@@ -79,6 +82,67 @@ def class_label(name: str) -> int | None:
     return CLASS_DIRS.get(name.lower())
 
 
+def label_from_path(path: str | os.PathLike) -> int | None:
+    """The label of the nearest class folder (`class_label`) above `path`, else None (for predict's metrics)."""
+    for part in reversed(Path(path).parent.parts):
+        label = class_label(part)
+        if label is not None:
+            return label
+    return None
+
+
+def walk_files(folder: str | os.PathLike, *, followlinks: bool = False) -> Iterator[tuple[str, list[str]]]:
+    """(folder path, sorted non-hidden file names) for `folder` and its non-hidden subfolders, in sorted order.
+
+    The one directory walk of the package, so datasets and predict skip the same files (.DS_Store,
+    ._AppleDouble, .git/...) in the same order.
+    """
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=followlinks):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        yield dirpath, sorted(name for name in filenames if not name.startswith("."))
+
+
+def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[Path], Path]:
+    """The image files named by `inputs` (files, folders searched recursively, or globs) and their common folder.
+
+    Folders and globs keep files with an image extension (`ladeda.data.images.IMAGE_EXTENSIONS`) and
+    skip hidden files and folders (names starting with '.'); a file named directly is always taken.
+    Order: sorted within each input, inputs in the order given, duplicates dropped. The common folder
+    is the deepest folder holding every file (heatmap paths are mirrored below it).
+    """
+    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    files: dict[str, Path] = {}
+    for spec in specs:
+        path = Path(spec)
+        if path.is_file():
+            found = [path]
+        elif path.is_dir():
+            found = _images_under(path)
+        elif glob.has_magic(str(spec)):
+            found = sorted(Path(p) for p in glob.glob(str(spec), recursive=True)
+                           if os.path.isfile(p) and is_image(p) and not _hidden(Path(p)))
+        else:
+            raise LadedaError(f"--input {spec}: no such file or folder; give an image, a folder or a quoted "
+                              f"glob such as 'photos/**/*.jpg'")
+        for f in found:
+            files.setdefault(os.path.abspath(f), f)
+    if not files:
+        raise LadedaError(f"no image files found in {', '.join(map(str, specs))} (looked for "
+                          f"{' '.join(sorted(IMAGE_EXTENSIONS))}); point --input at a folder of images")
+    root = Path(os.path.commonpath([os.path.dirname(a) for a in files]))
+    return list(files.values()), root
+
+
+def _hidden(path: Path) -> bool:
+    """True when any part of `path` is hidden (starts with '.'), so globs skip what folder walks skip."""
+    return any(part.startswith(".") and part not in (".", "..") for part in path.parts)
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """The image files under `folder`, recursively, in `walk_files` order (find_images on a folder)."""
+    return [Path(dirpath) / name for dirpath, names in walk_files(folder) for name in names if is_image(name)]
+
+
 def scan_split(root: str | os.PathLike, split: str, exclude: Iterable[str] = ()) -> SplitScan:
     """Walk `{root}/{split}` and return its labelled samples (sorted by path) and the files not used.
 
@@ -90,15 +154,12 @@ def scan_split(root: str | os.PathLike, split: str, exclude: Iterable[str] = ())
         raise LadedaError(f"{split_dir}: split folder not found; {LAYOUT_HELP}")
     excluded = {str(Path(p)) for p in exclude}
     scan = SplitScan(root=str(root_p), split=split)
-    for dirpath, dirnames, filenames in os.walk(split_dir, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    for dirpath, filenames in walk_files(split_dir, followlinks=True):
         rel_parts = Path(dirpath).relative_to(split_dir).parts
         labels = [(i, class_label(p)) for i, p in enumerate(rel_parts) if class_label(p) is not None]
         if len(labels) > 1:
             raise LadedaError(f"{dirpath}: class folder inside another class folder; {LAYOUT_HELP}")
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue  # .DS_Store, ._AppleDouble, .gitignore: not data
+        for name in filenames:
             path = os.path.join(dirpath, name)
             if not is_image(name):
                 scan.non_image.append(path)
@@ -176,57 +237,3 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             return img.size
     except (OSError, SyntaxError, ValueError) as err:
         raise LadedaError(f"{path}: cannot read image header ({err}); remove or replace the file") from None
-
-
-class SizeBucketBatchSampler(Sampler[list[int]]):
-    """Batches of indices whose images have the same output size, so full-size images of mixed sizes batch.
-
-    With `shuffle`, indices within each size and the order of batches are shuffled by `generator`
-    (a new order every epoch, the same sequence for the same seed); without, batches follow index order.
-    """
-
-    def __init__(self, sizes: Sequence[tuple[int, int]], batch_size: int, shuffle: bool,
-                 generator: torch.Generator | None = None, drop_last: bool = False):
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        self.batch_size, self.shuffle, self.generator, self.drop_last = batch_size, shuffle, generator, drop_last
-        buckets: dict[tuple[int, int], list[int]] = {}
-        for i, size in enumerate(sizes):
-            buckets.setdefault(tuple(size), []).append(i)
-        self.buckets = list(buckets.values())  # in order of first appearance
-
-    def _batches(self, indices: list[int]) -> list[list[int]]:
-        out = [indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
-        if self.drop_last and out and len(out[-1]) < self.batch_size:
-            out.pop()
-        return out
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = []
-        for bucket in self.buckets:
-            if self.shuffle:
-                bucket = [bucket[i] for i in torch.randperm(len(bucket), generator=self.generator).tolist()]
-            batches += self._batches(bucket)
-        if self.shuffle:
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()]
-        return iter(batches)
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return sum(len(b) // self.batch_size for b in self.buckets)
-        return sum(math.ceil(len(b) / self.batch_size) for b in self.buckets)
-
-
-def make_loader(dataset: LabeledImages, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
-                drop_last: bool = False) -> DataLoader:
-    """A deterministic DataLoader (seeded generator); mixed output sizes are batched by size, never mixed.
-
-    Items are (tensor, label, index) so callers can map scores back to `dataset.samples` whatever the order.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    common = dict(num_workers=num_workers, generator=generator, persistent_workers=False)
-    sizes = dataset.output_sizes() if hasattr(dataset, "output_sizes") else None
-    if sizes is None or len(set(sizes)) <= 1:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **common)
-    sampler = SizeBucketBatchSampler(sizes, batch_size, shuffle, generator, drop_last)
-    return DataLoader(dataset, batch_sampler=sampler, **common)

@@ -5,7 +5,8 @@ train: optional resize to `load_size` (square), optional CNNDetection-style blur
 val:   optional resize, CenterCrop(crop_size);
 test:  optional resize, then the full image, cut to even height and width at the bottom/right when
        `even` (NPR compares 2x2 blocks; keeping the top-left origin keeps the image's pixel grid).
-All end with a float tensor normalised with the ImageNet mean/std, the input both models expect.
+All end with a float tensor normalised with the ImageNet mean/std, the input both models expect
+(`normalize_arrays` does the same for a batch of uint8 arrays; IMAGENET_MEAN/STD live only here).
 
 An image smaller than the crop is padded with zeros (black, before normalisation): at the bottom/right
 by RandomCrop (`pad_if_needed`), on all sides by CenterCrop. Only patches touching the padding see it;
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torchvision.transforms import v2
 
@@ -89,8 +91,12 @@ def build_transform(mode: str, crop_size: int, load_size: int | None = None, eve
     return ImageTransform(mode, v2.Compose(steps), crop_size, load_size, even)
 
 
-def denormalize(x: torch.Tensor) -> torch.Tensor:
-    """Undo the ImageNet normalisation: back to [0, 1] RGB (for plots)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(-1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(-1, 1, 1)
-    return (x * std + mean).clamp(0, 1)
+def normalize_arrays(arrays: Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
+    """ImageNet-normalised float (B, 3, H, W) batch (channels-last memory) from equal-size uint8 HxWx3 arrays.
+
+    The transforms' normalisation, (x / 255 - mean) / std, computed on `device` for the whole batch at once.
+    """
+    x = torch.from_numpy(np.stack(arrays)).to(device).permute(0, 3, 1, 2).float()
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255.0
+    return x.sub_(mean).div_(std)

@@ -33,7 +33,7 @@ def npr(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
 
 
 class InputFilter(nn.Module):
-    """One of `NPR`, `raw`, `x_grad`, `y_grad`, `left_diag`, `right_diag` (see DESIGN.md)."""
+    """One of `NPR`, `raw`, `x_grad`, `y_grad`, `left_diag`, `right_diag`."""
 
     def __init__(self, name: str = "NPR", npr_scale: float = 1.0):
         super().__init__()

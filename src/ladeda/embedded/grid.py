@@ -9,7 +9,7 @@ import numpy as np
 
 from ladeda.data.folders import Sample
 from ladeda.data.images import load_rgb
-from ladeda.io import atomic_path
+from ladeda.core.files import atomic_path
 
 
 def grid_rows(samples: Sequence[Sample], name: str, per_row: int = 8) -> list[tuple[str, list[str]]]:

@@ -32,15 +32,14 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import time
-from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ladeda.models import LaDeDa, TinyLaDeDa
+from ladeda.models.folding import fold_batchnorms, fold_stem, linear_as_conv
+from ladeda.models.geometry import patch_geometry
+from ladeda.models.ladeda import LaDeDa
+from ladeda.models.tiny import TinyLaDeDa
 
 # Pixels per CPU work unit (micro-batch or tile). Measured at 256x256 on one thread, img/s by work
 # unit of 2^14 / 2^15 / 2^16 / 2^17 / 2^18 / 2^19 / 2^21 pixels: Tiny-LaDeDa 131 / 183 / 243 / 307 /
@@ -50,117 +49,6 @@ WORK_PIXELS = 1 << 17
 ONEDNN_MIN_MACS = 1 << 22
 # On a GPU, only very large images are tiled (to bound memory); batches run whole.
 GPU_WORK_PIXELS = 1 << 22
-
-
-@dataclass(frozen=True)
-class PatchGeometry:
-    """Where patch-map cell (i, j) sits in the input image, in input pixels.
-
-    Cell i covers rows [offset + stride*i, offset + stride*i + size) (same for columns). The offset is
-    -1 for the 3x3 gradient filters (their zero padding reaches one pixel outside the image), 0 for
-    NPR and raw. `trunk_stride` / `trunk_size` are the same numbers on the filtered image, which is
-    what tiling needs; `min_size` is the smallest input side the model accepts; `crop_even` says the
-    filter (NPR) drops the last row/column of an odd side.
-    """
-
-    stride: int
-    size: int
-    offset: int
-    trunk_stride: int
-    trunk_size: int
-    min_size: int
-    crop_even: bool = False
-
-    def cells(self, length: int) -> int:
-        """How many patch-map cells an input side of `length` pixels gives (0 when it is too small)."""
-        if length < self.min_size:
-            return 0
-        filtered = length - length % 2 if self.crop_even else length
-        return (filtered - self.trunk_size) // self.trunk_stride + 1
-
-
-def patch_geometry(model: nn.Module) -> PatchGeometry:
-    """The patch geometry of a LaDeDa, Tiny-LaDeDa or FastModel (see PatchGeometry)."""
-    if isinstance(model, FastModel):
-        return model.geometry
-    if isinstance(model, LaDeDa):
-        stride, size = 8, int(model.patch)  # stem 3x3 + 3x3 convs at strides 1/2/4/8: 5, 9, 17, 33
-    elif isinstance(model, TinyLaDeDa):
-        stride, size = 2, 5  # 3x3 conv, then a stride-2 3x3 conv
-    else:
-        raise TypeError(f"no patch geometry for {type(model).__name__}")
-    name = model.input_filter.name
-    if name in ("NPR", "raw"):
-        # NPR: window starts are even (stride is even) and its last pixel is even, i.e. a 2x2 block's
-        # top-left, so no pixel outside the window enters. NPR crops odd sides, so the minimum is even.
-        min_size = size + size % 2 if name == "NPR" else size
-        return PatchGeometry(stride, size, 0, stride, size, min_size, crop_even=name == "NPR")
-    return PatchGeometry(stride, size + 2, -1, stride, size, size)  # 3x3 filter with zero padding
-
-
-def configure_threads(num_threads: int | None = None) -> int:
-    """Set torch's intra-op threads and return the number used.
-
-    Default: the CPUs this process may use minus those other processes are keeping busy right now
-    (`idle_cpus`), at least 1; `OMP_NUM_THREADS` or `num_threads` override it. Why not simply all
-    CPUs: torch's OpenMP threads wait for each other at every op, so one thread that has to share
-    its core stalls them all. Measured on 2 cores while two other processes kept both busy: a
-    LaDeDa9 (width 8) forward on 3 images of 64x64 took 3.4 s with 2 threads and 0.01 s with 1.
-    Inter-op threads are set to 1 (inference runs one op at a time); torch allows that only before
-    any parallel work, so it is skipped silently when too late.
-    """
-    if num_threads is None:
-        env = os.environ.get("OMP_NUM_THREADS", "")
-        num_threads = int(env) if env.isdigit() and int(env) > 0 else idle_cpus()
-    num_threads = max(1, int(num_threads))
-    torch.set_num_threads(num_threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
-    return num_threads
-
-
-def idle_cpus(sample_s: float = 0.2) -> int:
-    """CPUs this process may use that other processes are not keeping busy (at least 1).
-
-    Busy time of those CPUs is sampled from /proc/stat over `sample_s` seconds (instantaneous,
-    unlike the load average, which still counts a run that just ended for minutes); where there is
-    no /proc/stat the 1-minute load average stands in.
-    """
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = list(range(os.cpu_count() or 1))
-    before = _cpu_times(cpus)
-    if before is not None:
-        time.sleep(sample_s)
-        after = _cpu_times(cpus)
-    if before is not None and after is not None:
-        busy = 0.0
-        for (busy0, total0), (busy1, total1) in zip(before, after):
-            busy += (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0
-    else:
-        try:
-            busy = os.getloadavg()[0]
-        except (AttributeError, OSError):
-            busy = 0.0
-    return max(1, min(len(cpus), int(len(cpus) - busy + 0.5)))
-
-
-def _cpu_times(cpus: list[int]) -> list[tuple[int, int]] | None:
-    """(busy, total) clock ticks of each CPU in `cpus` from /proc/stat, or None where unavailable."""
-    try:
-        with open("/proc/stat") as f:
-            rows = (line.split() for line in f)
-            lines = {parts[0]: parts[1:] for parts in rows if parts and parts[0].startswith("cpu")}
-        out = []
-        for cpu in cpus:
-            ticks = [int(v) for v in lines[f"cpu{cpu}"][:8]]  # user nice system idle iowait irq softirq steal
-            out.append((sum(ticks) - ticks[3] - ticks[4], sum(ticks)))
-        return out
-    except (OSError, KeyError, ValueError, IndexError):
-        return None
 
 
 class FastModel(nn.Module):
@@ -243,69 +131,6 @@ def optimize_for_inference(model: nn.Module, work_pixels: int = WORK_PIXELS) -> 
         return model
     with torch.no_grad():
         return FastModel(model, work_pixels)
-
-
-def fold_stem(conv1: nn.Conv2d, conv2: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """One conv equal to bn(conv2(conv1(x))) in eval mode, for a 1x1 `conv1` directly followed by `conv2`.
-
-    W[o, c, u, v] = sum_m W2[o, m, u, v] * W1[m, c] (computed in float64), and conv1's bias, if any,
-    passes through conv2 as a constant; then BatchNorm is folded with fuse_conv_bn_eval.
-    """
-    if conv1.kernel_size != (1, 1) or conv1.stride != (1, 1) or conv1.padding not in ((0, 0), "valid"):
-        raise ValueError("fold_stem needs a 1x1, stride-1, unpadded first conv")
-    if conv2.padding not in ((0, 0), "valid") or conv1.groups != 1 or conv2.groups != 1:
-        raise ValueError("fold_stem needs an unpadded, ungrouped second conv")
-    w1 = conv1.weight.detach().double()[:, :, 0, 0]  # (M, C)
-    w2 = conv2.weight.detach().double()  # (O, M, kh, kw)
-    bias = torch.zeros(w2.shape[0], dtype=torch.float64, device=w2.device)
-    if conv2.bias is not None:
-        bias = bias + conv2.bias.detach().double()
-    if conv1.bias is not None:
-        bias = bias + torch.einsum("omuv,m->o", w2, conv1.bias.detach().double())
-    stem = nn.Conv2d(w1.shape[1], w2.shape[0], conv2.kernel_size, stride=conv2.stride, bias=True,
-                     dilation=conv2.dilation).to(device=w2.device, dtype=conv2.weight.dtype)
-    stem.weight.data.copy_(torch.einsum("omuv,mc->ocuv", w2, w1))
-    stem.bias.data.copy_(bias)
-    return fuse_conv_bn_eval(stem.eval(), bn.eval())
-
-
-def fold_batchnorms(module: nn.Module) -> nn.Module:
-    """A copy of `module` with each BatchNorm2d folded into the conv before it and replaced by Identity.
-
-    Pairs are `convK`/`bnK` attributes of one module (the residual blocks) and consecutive
-    (Conv2d, BatchNorm2d) entries of a Sequential (the downsample branches).
-    """
-    module = copy.deepcopy(module).eval()
-    _fold_in_place(module)
-    left = [name for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if left:
-        raise ValueError(f"cannot fold BatchNorm {', '.join(left)}: no conv directly before it")
-    return module
-
-
-def _fold_in_place(module: nn.Module) -> None:
-    if isinstance(module, nn.Sequential):
-        children = list(module)
-        for k in range(len(children) - 1):
-            if isinstance(children[k], nn.Conv2d) and isinstance(children[k + 1], nn.BatchNorm2d):
-                module[k] = fuse_conv_bn_eval(children[k], children[k + 1])
-                module[k + 1] = nn.Identity()
-    for name, child in list(module.named_children()):
-        conv = getattr(module, "conv" + name[2:], None) if name.startswith("bn") else None
-        if isinstance(child, nn.BatchNorm2d) and isinstance(conv, nn.Conv2d):
-            setattr(module, "conv" + name[2:], fuse_conv_bn_eval(conv, child))
-            setattr(module, name, nn.Identity())
-        else:
-            _fold_in_place(child)
-
-
-def linear_as_conv(fc: nn.Linear) -> nn.Conv2d:
-    """The per-location linear head as an equivalent 1x1 conv (no permutes around it)."""
-    conv = nn.Conv2d(fc.in_features, fc.out_features, 1, bias=fc.bias is not None).to(fc.weight)
-    conv.weight.data.copy_(fc.weight.detach().view(fc.out_features, fc.in_features, 1, 1))
-    if fc.bias is not None:
-        conv.bias.data.copy_(fc.bias.detach())
-    return conv
 
 
 class OneDNNConv2d(nn.Conv2d):

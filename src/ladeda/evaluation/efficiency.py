@@ -53,7 +53,7 @@ def flops_per_image(model: nn.Module, height: int, width: int) -> int:
     Counted by `torch.utils.flop_counter.FlopCounterMode`, which counts convolutions and matrix
     products only, with a multiply-add as 2 FLOPs (so a 1x1 conv C->K on P pixels is 2*C*K*P);
     element-wise work (BatchNorm, ReLU, the NPR subtraction, the mean) is not counted. The oneDNN
-    convolutions of `ladeda.fastpath` are counted the same way. Works on the `meta` device (shapes only).
+    convolutions of `ladeda.models.fastpath` are counted the same way. Works on the `meta` device (shapes only).
     """
     x = torch.randn(1, 3, height, width, device=_device_of(model))
     counter = FlopCounterMode(display=False, custom_mapping=CUSTOM_FLOPS)

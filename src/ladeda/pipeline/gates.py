@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ladeda.errors import LadedaError
+from ladeda.core.errors import LadedaError
 
 BANDS = ("good", "marginal", "bad")
 RECOMMENDATIONS = ("ready", "limited", "skip")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,19 +17,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ladeda.errors import LadedaError
-from ladeda.evaluate import detection_metrics, score
-from ladeda.io import atomic_path
+from ladeda.core.errors import LadedaError
+from ladeda.core.files import atomic_path
+from ladeda.core.runtime import seed_everything
+from ladeda.evaluation.metrics import detection_metrics
+from ladeda.evaluation.scoring import score
 
 # (model, images, labels) -> (loss to minimise, {term name: float value} to log)
 StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def bce_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -51,6 +45,12 @@ class FitConfig:
     lr_patience: int = 2
     seed: int = 0
     extra: dict = field(default_factory=dict)  # anything else that must match to resume (params, data)
+
+    @classmethod
+    def from_section(cls, section, seed: int, **extra) -> "FitConfig":
+        """The config of a params section (pretrain, finetune, student); `extra` must also match to resume."""
+        return cls(epochs=section.epochs, lr=section.lr, weight_decay=section.weight_decay, patience=section.patience,
+                   lr_factor=section.lr_factor, lr_patience=section.lr_patience, seed=seed, extra=extra)
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.__dict__, sort_keys=True, default=str)
@@ -224,40 +224,3 @@ def _save_last(path: Path, model, optimizer, scheduler, stopper, history, best, 
              "early_stopping": stopper.state_dict(), "history": history, "best": best}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-
-
-def freeze_for_finetuning(model: nn.Module, unfreeze_blocks: int) -> Callable[[nn.Module], None]:
-    """Train only the head `fc` and the last `unfreeze_blocks` residual stages of a LaDeDa model.
-
-    Returns the `train_mode` for `fit`: trainable stages in train mode, everything frozen in eval mode,
-    so frozen BatchNorm statistics stay untouched.
-    """
-    stages = model.stages
-    if not 0 <= unfreeze_blocks <= len(stages):
-        raise LadedaError(f"unfreeze_blocks must be between 0 and {len(stages)}, got {unfreeze_blocks}")
-    trainable = [model.fc, *stages[len(stages) - unfreeze_blocks:]]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for m in trainable:
-        for p in m.parameters():
-            p.requires_grad_(True)
-
-    def train_mode(m: nn.Module) -> None:
-        m.eval()
-        for t in trainable:
-            t.train()
-
-    return train_mode
-
-
-def set_bn_momentum(model: nn.Module, momentum: float | None) -> None:
-    """Set every BatchNorm's running-statistics momentum (None keeps the model's own).
-
-    The official stems use 0.001, which suits long training; a short CPU run from scratch needs a
-    larger value or the running statistics (used in eval mode) never reach the data's.
-    """
-    if momentum is None:
-        return
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.momentum = momentum

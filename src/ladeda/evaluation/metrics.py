@@ -1,50 +1,14 @@
-"""Batched scoring and detection metrics (scikit-learn), overall and per test subset."""
+"""Detection metrics (scikit-learn), overall and per test subset, and ROC points for plots."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
-import torch
 from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score, roc_auc_score,
                              roc_curve)
-from torch import nn
-from tqdm.auto import tqdm
 
-from ladeda.errors import LadedaError
-
-
-@dataclass
-class Scores:
-    """Image logits (and optional per-image patch-logit maps) with labels and dataset indices."""
-
-    logits: np.ndarray
-    labels: np.ndarray
-    indices: np.ndarray
-    patch_maps: list[np.ndarray] | None = None
-
-
-@torch.no_grad()
-def score(model: nn.Module, loader: Iterable, device: str | torch.device = "cpu", patch_maps: bool = False,
-          desc: str = "score") -> Scores:
-    """Run `model` in eval mode over a loader of (images, labels, indices) batches."""
-    model.eval()
-    logits, labels, indices, maps = [], [], [], []
-    for x, y, idx in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
-        x = x.to(device)
-        if patch_maps:
-            pm = model.patch_map(x)
-            maps.extend(pm[:, 0].cpu().numpy())
-            logits.append(pm.mean(dim=(1, 2, 3)).cpu())
-        else:
-            logits.append(model(x).cpu())
-        labels.append(torch.as_tensor(y))
-        indices.append(torch.as_tensor(idx))
-    if not logits:
-        raise LadedaError("nothing to score: the split has no images")
-    return Scores(torch.cat(logits).double().numpy(), torch.cat(labels).numpy(), torch.cat(indices).numpy(),
-                  maps if patch_maps else None)
+from ladeda.core.errors import LadedaError
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

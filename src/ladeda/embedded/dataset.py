@@ -33,9 +33,9 @@ from PIL import Image, ImageFilter
 from tqdm import tqdm
 
 from ladeda.data.folders import SPLITS
-from ladeda.data.generators import Decoder, family_seed
-from ladeda.errors import LadedaError
-from ladeda.io import write_json
+from ladeda.embedded.generators import Decoder, family_seed
+from ladeda.core.errors import LadedaError
+from ladeda.core.files import write_json
 
 
 # --------------------------------------------------------------------------------------------- photos

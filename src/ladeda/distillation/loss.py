@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ladeda.errors import LadedaError
-from ladeda.fastpath import optimize_for_inference
+from ladeda.core.errors import LadedaError
+from ladeda.models.fastpath import optimize_for_inference
 
 ALIGN_KERNEL = 3
 ALIGN_STRIDE = 4  # teacher stride 8 / student stride 2

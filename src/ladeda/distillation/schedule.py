@@ -8,10 +8,10 @@ from pathlib import Path
 
 from torch import nn
 
-from ladeda.distill import make_distill_step
-from ladeda.errors import LadedaError
-from ladeda.params import StudentParams
-from ladeda.train import FitConfig, FitResult, fit
+from ladeda.distillation.loss import make_distill_step
+from ladeda.core.errors import LadedaError
+from ladeda.core.params import StudentParams
+from ladeda.training.fit import FitConfig, FitResult, fit
 
 
 @dataclass

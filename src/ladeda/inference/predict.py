@@ -1,4 +1,6 @@
-"""`ladeda predict`: score image files, folders or globs with a checkpoint; stream a CSV, optional heatmaps.
+"""Score image files, folders or globs with a checkpoint; stream a CSV, optional heatmaps (`ladeda predict`).
+
+The command line is in `ladeda.inference.cli`; this module is the library (`predict`, `iter_predictions`).
 
 Streaming: files are read in chunks (up to `4 * batch_size` files or 64 MP), images of equal size within
 a chunk are batched together (no resizing unless `--resize`; NPR models get odd sides cropped by one
@@ -6,23 +8,21 @@ pixel first, which is what the model does anyway), CSV rows are written as each 
 input order. Only the file list and, for the metric set, the labels and logits of labelled images
 (9 bytes each) are held for the whole run, so 10,000+ images run in bounded memory.
 
-Labels: an image whose path has a `0_real`/`real` or `1_fake`/`fake` folder (the nearest one wins)
-is labelled, and the metric set of `ladeda.evaluate.detection_metrics` is printed for the labelled
+Files come from `ladeda.data.folders.find_images`. Labels: an image whose path has a `0_real`/`real`
+or `1_fake`/`fake` folder (the nearest one wins; `ladeda.data.folders.label_from_path`) is labelled,
+and the metric set of `ladeda.evaluation.metrics.detection_metrics` is printed for the labelled
 images. Unreadable files (and images smaller than the model's patch) are reported as warnings,
 skipped and counted in the one-line summary.
 """
 
 from __future__ import annotations
 
-import argparse
 import array
 import csv
-import glob
 import os
 import sys
 import time
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -32,18 +32,18 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from ladeda.checkpoints import IMAGENET_MEAN, IMAGENET_STD, load_model
-from ladeda.data.images import IMAGE_EXTENSIONS, is_image, load_rgb
-from ladeda.errors import LadedaError, run_cli
-from ladeda.evaluate import detection_metrics, sigmoid
-from ladeda.fastpath import FastModel, configure_threads, optimize_for_inference
-from ladeda.heatmap import heatmap_path, save_heatmap
-from ladeda.io import atomic_path
-from ladeda.models import ARCHS, PREPROCESS_NAMES
+from ladeda.core.errors import LadedaError
+from ladeda.core.files import atomic_path
+from ladeda.core.runtime import configure_threads, resolve_device
+from ladeda.data.folders import find_images, label_from_path
+from ladeda.data.images import load_rgb
+from ladeda.data.transforms import normalize_arrays
+from ladeda.evaluation.metrics import detection_metrics, sigmoid
+from ladeda.inference.heatmap import heatmap_path, save_heatmap
+from ladeda.models.checkpoints import load_model
+from ladeda.models.fastpath import FastModel, optimize_for_inference
 
 CSV_COLUMNS = ("path", "fake_probability", "logit", "prediction", "height", "width", "model")
-REAL_NAMES = frozenset({"0_real", "real"})
-FAKE_NAMES = frozenset({"1_fake", "fake"})
 CHUNK_PIXELS = 64 << 20  # decoded pixels held at once (about 200 MB of RGB)
 BATCH_PIXELS = 1 << 18  # per image slot: a batch holds at most batch_size * 512 x 512 pixels
 
@@ -63,6 +63,7 @@ class Prediction:
 
     @property
     def probability(self) -> float:
+        """The fake probability, sigmoid(logit) in float64, as written to the CSV."""
         return float(sigmoid(np.float64(self.logit)))
 
 
@@ -88,74 +89,12 @@ class Summary:
     device: str = "cpu"
 
     def line(self, threshold: float) -> str:
+        """The one-line summary printed at the end of a run (counts, speed, where the output went)."""
         rate = self.scored / self.seconds if self.seconds > 0 else float("nan")
         text = (f"scored {self.scored} images ({self.fake} fake, {self.scored - self.fake} real at threshold "
                 f"{threshold:g}), skipped {self.skipped} (unreadable or too small), in {self.seconds:.1f} s "
                 f"({rate:.1f} img/s on {self.device}); wrote {self.out}")
         return text + (f" and heatmaps under {self.heatmaps}" if self.heatmaps else "")
-
-
-def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[Path], Path]:
-    """The image files named by `inputs` (files, folders searched recursively, or globs) and their common folder.
-
-    Folders and globs keep files with an image extension (`ladeda.data.images.IMAGE_EXTENSIONS`) and
-    skip hidden files and folders (names starting with '.'); a file named directly is always taken.
-    Order: sorted within each input, inputs in the order given, duplicates dropped. The common folder
-    is the deepest folder holding every file (heatmap paths are mirrored below it).
-    """
-    specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    files: dict[str, Path] = {}
-    for spec in specs:
-        path = Path(spec)
-        if path.is_file():
-            found = [path]
-        elif path.is_dir():
-            found = _walk(path)
-        elif glob.has_magic(str(spec)):
-            found = sorted(Path(p) for p in glob.glob(str(spec), recursive=True)
-                           if os.path.isfile(p) and is_image(p) and not _hidden(Path(p)))
-        else:
-            raise LadedaError(f"--input {spec}: no such file or folder; give an image, a folder or a quoted "
-                              f"glob such as 'photos/**/*.jpg'")
-        for f in found:
-            files.setdefault(os.path.abspath(f), f)
-    if not files:
-        raise LadedaError(f"no image files found in {', '.join(map(str, specs))} (looked for "
-                          f"{' '.join(sorted(IMAGE_EXTENSIONS))}); point --input at a folder of images")
-    root = Path(os.path.commonpath([os.path.dirname(a) for a in files]))
-    return list(files.values()), root
-
-
-def _hidden(path: Path) -> bool:
-    return any(part.startswith(".") and part not in (".", "..") for part in path.parts)
-
-
-def _walk(folder: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / name for name in sorted(filenames)
-                     if not name.startswith(".") and is_image(name))
-    return found
-
-
-def label_from_path(path: str | os.PathLike) -> int | None:
-    """0 for a `0_real`/`real` folder in the path, 1 for `1_fake`/`fake` (the nearest folder wins), else None."""
-    for part in reversed(Path(path).parent.parts):
-        name = part.lower()
-        if name in REAL_NAMES:
-            return 0
-        if name in FAKE_NAMES:
-            return 1
-    return None
-
-
-def to_batch(arrays: Sequence[np.ndarray], device: torch.device | str) -> torch.Tensor:
-    """ImageNet-normalised float (B, 3, H, W) batch (channels-last memory) from equal-size uint8 HxWx3 arrays."""
-    x = torch.from_numpy(np.stack(arrays)).to(device).permute(0, 3, 1, 2).float()
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255.0
-    return x.sub_(mean).div_(std)
 
 
 def iter_predictions(model: FastModel | nn.Module, files: Sequence[Path], *, batch_size: int = 32,
@@ -203,7 +142,7 @@ def _score_chunk(model: FastModel, chunk, batch_size: int, device, keep_maps: bo
         per = max(1, min(batch_size, (batch_size * BATCH_PIXELS) // (h * w)))
         for start in range(0, len(members), per):
             idx = members[start:start + per]
-            patch = model.patch_map(to_batch([chunk[k][1] for k in idx], device))
+            patch = model.patch_map(normalize_arrays([chunk[k][1] for k in idx], device))
             image_logits = patch.mean(dim=(1, 2, 3)).double().cpu().numpy()
             probs = torch.sigmoid(patch[:, 0]).float().cpu().numpy() if keep_maps else None
             for n, k in enumerate(idx):
@@ -224,15 +163,6 @@ def model_description(model: nn.Module, weights: str | os.PathLike) -> str:
     width = "" if arch == "TinyLaDeDa" else f"-w{model.width}"
     scale = f"x{model.npr_scale:g}" if model.preprocess == "NPR" and model.npr_scale != 1.0 else ""
     return f"{arch}{width}-{model.preprocess}{scale}@{Path(weights).name}"
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> CUDA when available else CPU; asking for CUDA without one is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise LadedaError("--device cuda: torch sees no CUDA GPU here; use --device cpu (or auto)")
-    return torch.device(name)
 
 
 def predict(weights: str | os.PathLike, inputs: str | Sequence[str], out: str | os.PathLike, *,
@@ -307,59 +237,3 @@ def _report_metrics(labels: np.ndarray, logits: np.ndarray, scored: int) -> dict
           f"accuracies at p = 0.5){note}:")
     print("  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.startswith("n")))
     return metrics
-
-
-def number(text: str) -> float:
-    """An argparse type accepting decimals or fractions (`--npr-scale 2/3`)."""
-    try:
-        return float(Fraction(text))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number such as 0.5 or 2/3") from None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `predict` options (shared by `ladeda predict` and `python -m ladeda.predict`)."""
-    parser.add_argument("--weights", required=True, help="checkpoint: ours (self-describing) or an official state dict")
-    parser.add_argument("--arch", choices=sorted(ARCHS), help="for official files: the model class")
-    parser.add_argument("--preprocess", choices=PREPROCESS_NAMES, help="for official files: the input filter")
-    parser.add_argument("--npr-scale", type=number, help="for official files: NPR scale (2/3 for ForenSynth LaDeDa)")
-    parser.add_argument("--input", required=True, nargs="+", metavar="FILE|DIR|GLOB",
-                        help="image files, folders (recursive) or quoted globs")
-    parser.add_argument("--out", required=True, help="CSV to write (path, fake_probability, logit, prediction, "
-                                                     "height, width, model)")
-    parser.add_argument("--heatmaps", metavar="DIR", help="also write a patch heatmap PNG per image under DIR")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per batch (same-size images; default 32)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: CUDA when torch sees a GPU, else CPU")
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="fake when the fake probability is above this (default 0.5)")
-    parser.add_argument("--resize", type=int, metavar="N",
-                        help="resize every image to NxN first (off by default: resizing alters the pixel "
-                             "traces the detector looks at)")
-    parser.add_argument("--threads", type=int, help="CPU threads (default: the CPUs not busy with other work)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> Summary:
-    """Run `predict` from parsed arguments."""
-    return predict(args.weights, args.input, args.out, arch=args.arch, preprocess=args.preprocess,
-                   npr_scale=args.npr_scale, heatmaps=args.heatmaps, batch_size=args.batch_size,
-                   device=args.device, threshold=args.threshold, resize=args.resize, threads=args.threads,
-                   progress=not args.no_progress)
-
-
-def build_parser(prog: str = "ladeda predict") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Score images as real or generated with a "
-                                     "LaDeDa / Tiny-LaDeDa checkpoint; write a CSV and optional heatmaps.")
-    add_arguments(parser)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m ladeda.predict ...`"""
-    args = build_parser("python -m ladeda.predict").parse_args(argv)
-    run_cli(lambda: run(args))
-
-
-if __name__ == "__main__":
-    main()

@@ -3,7 +3,7 @@
 A heatmap PNG has exactly the size of the input image. Geometry: patch-map cell (i, j) covers the
 input window [offset + S*i, offset + S*i + R) in each axis (LaDeDa9: S = 8, R = 9, offset 0, i.e.
 pixels [8i, 8i+9); Tiny-LaDeDa with a 3x3 filter: S = 2, R = 7, offset -1; see
-`ladeda.fastpath.PatchGeometry`). Each cell's value is placed at its window's centre and values are
+`ladeda.models.geometry.PatchGeometry`). Each cell's value is placed at its window's centre and values are
 interpolated bilinearly between neighbouring centres (constant beyond the outermost centres up to
 the window edges), so the map lines up with the pixels the model actually looked at. Pixels that no
 window covers (the row/column NPR drops from an odd side, the few border pixels a LaDeDa stride-8
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ladeda.fastpath import PatchGeometry
-from ladeda.io import atomic_path
+from ladeda.models.geometry import PatchGeometry
+from ladeda.core.files import atomic_path
 
 COLORMAP = "coolwarm"
 ALPHA = 0.55
@@ -84,6 +84,7 @@ def render_heatmap(image: Image.Image, probs: np.ndarray, geometry: PatchGeometr
 
 @functools.lru_cache(maxsize=8)
 def _font(size: int):
+    """Pillow's built-in font at `size` points, cached (loaded once per size, not once per heatmap)."""
     return ImageFont.load_default(size=size)
 
 

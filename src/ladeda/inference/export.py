@@ -1,6 +1,8 @@
-"""`ladeda export`: write a checkpoint as a TorchScript or ONNX file for deployment without this package.
+"""Write a model as a TorchScript or ONNX file for deployment without this package (`ladeda export`).
 
-The exported graph is the fast path (`ladeda.fastpath`: folded stem and BatchNorms, 1x1-conv head)
+The command line is in `ladeda.inference.cli`; this module is the library (`export_model`, ...).
+
+The exported graph is the fast path (`ladeda.models.fastpath`: folded stem and BatchNorms, 1x1-conv head)
 with the input filter inside, so it takes what the models take and returns both outputs:
 
 - input `image`: float32 (B, 3, H, W), RGB scaled to 0..1 then ImageNet-normalised
@@ -20,25 +22,21 @@ file with onnxruntime needs the optional extra `pip install -e .[onnx]`.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ladeda.checkpoints import IMAGENET_MEAN, IMAGENET_STD, load_model
-from ladeda.errors import LadedaError, run_cli
-from ladeda.fastpath import FastModel, optimize_for_inference
-from ladeda.io import atomic_path
-from ladeda.models import ARCHS, PREPROCESS_NAMES
+from ladeda.core.errors import LadedaError
+from ladeda.core.files import atomic_path
+from ladeda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ladeda.models.fastpath import FastModel, optimize_for_inference
 from ladeda.models.filters import KERNELS
-from ladeda.predict import number
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17
@@ -59,6 +57,7 @@ class FixedFilter(nn.Module):
         self.register_buffer("kernel", kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the filter to each RGB channel separately (zero padding, same size out)."""
         return F.conv2d(x, self.kernel, padding=1, groups=3)
 
 
@@ -72,6 +71,7 @@ class ExportGraph(nn.Module):
         self.input_filter = FixedFilter(fast.preprocess) if fast.preprocess in KERNELS else fast.input_filter
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image logits and patch logits of a normalised batch: the exported model's two outputs."""
         patch = self.fast.trunk(self.input_filter(x))
         return patch.mean(dim=(1, 2, 3)), patch
 
@@ -97,6 +97,7 @@ def export_metadata(model: nn.Module) -> dict[str, str]:
 
 
 def _example(graph: ExportGraph) -> torch.Tensor:
+    """A random input big enough for the model, for tracing (sizes stay dynamic)."""
     side = max(64, graph.fast.geometry.min_size)
     return torch.randn(1, 3, side, side)
 
@@ -150,35 +151,3 @@ def load_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, d
         warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated.*")
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     return module, json.loads(extra["ladeda.json"] or "{}")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `export` options."""
-    parser.add_argument("--weights", required=True, help="checkpoint: ours (self-describing) or an official state dict")
-    parser.add_argument("--arch", choices=sorted(ARCHS), help="for official files: the model class")
-    parser.add_argument("--preprocess", choices=PREPROCESS_NAMES, help="for official files: the input filter")
-    parser.add_argument("--npr-scale", type=number, help="for official files: NPR scale (2/3 for ForenSynth LaDeDa)")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="onnx or torchscript")
-    parser.add_argument("--out", required=True, help="file to write (e.g. student.onnx, student.pt)")
-
-
-def run(args: argparse.Namespace) -> Path:
-    """Load the checkpoint, export it and print one line."""
-    model = load_model(args.weights, arch=args.arch, preprocess=args.preprocess, npr_scale=args.npr_scale)
-    out = export_model(model, args.out, args.format)
-    meta = export_metadata(model)
-    print(f"exported {meta['arch']} ({meta['preprocess']}) from {args.weights} as {args.format} to {out}: "
-          f"inputs 'image' (B, 3, H, W), outputs 'logit' (B,) and 'patch_map' (B, 1, h, w)")
-    return out
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m ladeda.export ...`"""
-    parser = argparse.ArgumentParser(prog="python -m ladeda.export", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    run_cli(lambda: run(args))
-
-
-if __name__ == "__main__":
-    main()

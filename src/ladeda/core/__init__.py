@@ -1,0 +1,1 @@
+"""Shared plumbing every layer uses: errors, atomic file writes, params schema, process runtime."""

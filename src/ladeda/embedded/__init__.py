@@ -1,0 +1,1 @@
+"""The embedded default dataset: photos shipped in installed packages and fakes from random generator decoders."""

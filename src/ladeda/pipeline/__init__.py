@@ -1,0 +1,1 @@
+"""Pipeline glue the stages share: the workflow's gates, which teacher to load, where results go."""

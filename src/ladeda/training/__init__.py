@@ -1,0 +1,1 @@
+"""Training: the fit loop (early stopping, LR schedule, exact resume) and which layers train."""
