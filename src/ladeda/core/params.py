@@ -97,6 +97,13 @@ class FitParams(Section):
     bn_momentum: Optional[Annotated[float, Field(gt=0.0, le=1.0)]]  # null keeps the official momenta
 
 
+def _band(section: Section, name: str, low: str, high: str) -> Section:
+    """An AUC band's thresholds must be ordered: `{name}.{low}` <= `{name}.{high}`."""
+    if getattr(section, low) > getattr(section, high):
+        raise ValueError(f"`{name}.{low}` must satisfy {name}.{low} <= {name}.{high}")
+    return section
+
+
 class DiagnoseParams(Section):
     """AUC bands of the pretrained teacher: good > `good`, marginal in [`bad`, `good`], bad < `bad`."""
 
@@ -106,9 +113,7 @@ class DiagnoseParams(Section):
 
     @model_validator(mode="after")
     def _ordered(self):
-        if self.bad > self.good:
-            raise ValueError("`diagnose.bad` must satisfy diagnose.bad <= diagnose.good")
-        return self
+        return _band(self, "diagnose", "bad", "good")
 
 
 class FinetuneParams(FitParams):
@@ -127,9 +132,7 @@ class EvaluateTeacherParams(Section):
 
     @model_validator(mode="after")
     def _ordered(self):
-        if self.skip > self.ready:
-            raise ValueError("`evaluate_teacher.skip` must satisfy evaluate_teacher.skip <= evaluate_teacher.ready")
-        return self
+        return _band(self, "evaluate_teacher", "skip", "ready")
 
 
 class StudentParams(FitParams):
