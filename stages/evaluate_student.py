@@ -4,7 +4,7 @@ import json
 
 from ladeda.core.errors import run_cli
 from ladeda.core.files import write_json, write_text
-from ladeda.core.outputs import REPORT, plots_dir, write_metrics
+from ladeda.core.outputs import REPORT, plots_dir, write_metrics, write_timings
 from ladeda.core.params import stage_params
 from ladeda.core.runtime import configure_threads, seed_everything
 from ladeda.distillation.loss import patch_agreement
@@ -53,7 +53,7 @@ def main() -> None:
                "patch_agreement": result["patch_agreement"]}
     # Quality metrics are deterministic; measured speed lives apart so `dvc metrics diff` stays meaningful.
     write_metrics("evaluate_student", {**summary, **result})
-    write_metrics("efficiency", eff)
+    write_timings("evaluate_student", eff)
     write_text(REPORT, markdown_report(result, eff))
     print(json.dumps(summary, indent=2))
 

@@ -29,6 +29,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """`torch.save` atomically, through an open file so the bytes do not depend on the temporary file's name
+    (torch names the archive after the file): identical objects give identical files."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+
+
+def remove_stale_temps(path: str | os.PathLike) -> int:
+    """Delete temporary files a killed `atomic_path(path)` left beside `path`; return how many."""
+    path = Path(path)
+    stale = list(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return len(stale)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write text atomically."""
     with atomic_path(path) as tmp:

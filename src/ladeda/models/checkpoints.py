@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import platform
 import subprocess
@@ -14,7 +13,7 @@ from torch import nn
 
 import ladeda
 from ladeda.core.errors import LadedaError
-from ladeda.core.files import atomic_path
+from ladeda.core.files import save_torch
 from ladeda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ladeda.models import ARCHS, arch_name, build_model
 
@@ -22,7 +21,10 @@ FORMAT = "ladeda-checkpoint"
 
 
 def provenance() -> dict[str, str]:
-    """Where a checkpoint came from: git commit, library versions, time."""
+    """Where a checkpoint came from: git commit (HEAD when it was trained) and library versions.
+
+    No wall-clock time: the same inputs give the same checkpoint bytes, so DVC sees no change on a rerun.
+    """
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10, check=False).stdout.strip()
@@ -33,7 +35,6 @@ def provenance() -> dict[str, str]:
         "ladeda": ladeda.__version__,
         "torch": str(torch.__version__),
         "python": platform.python_version(),
-        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
@@ -65,8 +66,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, image_size: in
         "provenance": provenance(),
         **extra,
     }
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    save_torch(ckpt, path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
