@@ -9,7 +9,8 @@ from ladeda.core.params import stage_params
 from ladeda.core.runtime import configure_threads, seed_everything
 from ladeda.distillation.loss import patch_agreement
 from ladeda.evaluation.efficiency import count_parameters, flops_per_image, machine_description, measure_throughput
-from ladeda.evaluation.metrics import metrics_by_subset, roc_points
+from ladeda.evaluation.intervals import describe_difference
+from ladeda.evaluation.metrics import metrics_by_subset, roc_points, student_vs_teacher
 from ladeda.evaluation.report import markdown_report
 from ladeda.evaluation.scoring import score
 from ladeda.models.checkpoints import load_model
@@ -37,6 +38,8 @@ def main() -> None:
         write_json(plots_dir("evaluate_student") / f"roc_{name}.json", roc_points(s.labels, s.logits))
     t_auc, s_auc = result["teacher"]["test"]["overall"]["auc"], result["student"]["test"]["overall"]["auc"]
     result["auc_ratio"] = s_auc / t_auc
+    result["student_vs_teacher"] = student_vs_teacher(scores["student"], scores["teacher"])
+    result["student_vs_teacher_text"] = describe_difference(result["student_vs_teacher"], "student", "teacher")
     result["patch_agreement"] = patch_agreement(scores["student"].patch_maps, scores["teacher"].patch_maps)
     h = w = p.data.load_size or p.data.crop_size
     configure_threads()  # only the idle cores: busy ones make OpenMP threads stall each other
@@ -49,8 +52,11 @@ def main() -> None:
     result["flops_ratio"] = result["teacher"]["flops"] / result["student"]["flops"]
     result["parameter_ratio"] = result["teacher"]["parameters"] / result["student"]["parameters"]
     eff["speedup"] = eff["student"]["images_per_s"] / eff["teacher"]["images_per_s"]
+    diff = result["student_vs_teacher"]
     summary = {"student_test_auc": s_auc, "teacher_test_auc": t_auc, "auc_ratio": result["auc_ratio"],
-               "patch_agreement": result["patch_agreement"]}
+               "auc_difference": diff["difference"], "auc_difference_ci_low": diff["ci_low"],
+               "auc_difference_ci_high": diff["ci_high"], "auc_difference_p_value": diff["p_value"],
+               "auc_difference_significant": diff["significant"], "patch_agreement": result["patch_agreement"]}
     # Quality metrics are deterministic; measured speed lives apart so `dvc metrics diff` stays meaningful.
     write_metrics("evaluate_student", {**summary, **result})
     write_timings("evaluate_student", eff)
