@@ -15,7 +15,7 @@ from ladeda.evaluation.report import markdown_report
 from ladeda.evaluation.scoring import score
 from ladeda.models.checkpoints import load_model
 from ladeda.models.fastpath import optimize_for_inference
-from ladeda.pipeline.datasets import checked_loader
+from ladeda.pipeline.datasets import checked_loader, skipped_unreadable
 from ladeda.pipeline.teachers import load_selected_teacher
 
 FLAGS = {"--teacher-weights": ("teacher_weights", str), "--batch-size": ("evaluate.batch_size", int)}
@@ -28,7 +28,8 @@ def main() -> None:
     teacher = load_selected_teacher(p)
     loader = checked_loader(p, "test", p.evaluate.batch_size)
     subsets = [s.subset for s in loader.dataset.samples]
-    result = {"data_root": p.data.root, "teacher_weights": p.teacher_weights}
+    result = {"data_root": p.data.root, "teacher_weights": p.teacher_weights,
+              "skipped_unreadable": skipped_unreadable(loader)}
     scores = {}
     for name, model in (("teacher", teacher), ("student", student)):
         s = scores[name] = score(model, loader, patch_maps=True, desc=f"test {name}")

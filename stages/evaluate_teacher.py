@@ -7,7 +7,7 @@ from ladeda.core.runtime import seed_everything
 from ladeda.evaluation.metrics import detection_metrics, metrics_by_subset
 from ladeda.evaluation.scoring import score
 from ladeda.models.checkpoints import load_model, read_checkpoint
-from ladeda.pipeline.datasets import checked_loader
+from ladeda.pipeline.datasets import checked_loader, skipped_unreadable
 from ladeda.pipeline.gates import RECOMMENDATION_WORDS, distill_recommendation, margin_words, threshold_margins
 
 FLAGS = {"--batch-size": ("evaluate_teacher.batch_size", int)}
@@ -19,7 +19,8 @@ def main() -> None:
     teacher = load_model(p.paths.finetuned)
     finetuned = bool(read_checkpoint(p.paths.finetuned).get("finetuned", False))
     bs = p.evaluate_teacher.batch_size
-    val = score(teacher, checked_loader(p, "val", bs), desc="val")
+    val_loader = checked_loader(p, "val", bs)
+    val = score(teacher, val_loader, desc="val")
     val_m = detection_metrics(val.labels, val.logits, name=f"{p.data.root}/val")
     test_loader = checked_loader(p, "test", bs)
     test = score(teacher, test_loader, desc="test")
@@ -32,7 +33,8 @@ def main() -> None:
         "test_auc": test_m["overall"]["auc"], "test_auc_ci_low": test_m["overall"]["auc_ci_low"],
         "test_auc_ci_high": test_m["overall"]["auc_ci_high"], "finetuned": finetuned,
         "recommendation": rec, "distill": rec != "skip", "recommendation_text": RECOMMENDATION_WORDS[rec],
-        "margins": margins, "val": val_m, "test": test_m})
+        "margins": margins, "skipped_unreadable": skipped_unreadable(val_loader, test_loader),
+        "val": val_m, "test": test_m})
     print(f"evaluate_teacher: validation {margin_words(val_m, margins)}")
     print(f"evaluate_teacher: val AUC {val_m['auc']:.4f}, test AUC {test_m['overall']['auc']:.4f} "
           f"-> {rec}: {RECOMMENDATION_WORDS[rec]}")

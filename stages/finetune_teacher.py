@@ -8,7 +8,7 @@ from ladeda.core.outputs import plots_dir, read_metrics, write_metrics, write_ti
 from ladeda.core.params import stage_params
 from ladeda.core.runtime import seed_everything, tune_allocator
 from ladeda.models.checkpoints import checkpoint_on_best, save_checkpoint
-from ladeda.pipeline.datasets import checked_loader
+from ladeda.pipeline.datasets import checked_loader, skipped_unreadable
 from ladeda.pipeline.gates import finetune_decision
 from ladeda.pipeline.teachers import load_pretrained_teacher
 from ladeda.training.finetune import freeze_for_finetuning, set_bn_momentum
@@ -52,7 +52,7 @@ def main() -> None:
                                                     reason=decision.reason),
                          log_epoch=log, last_path=f"{p.paths.resume}/finetune_teacher.pt", desc="finetune")
             summary.update(val_auc=result.best_auc, best_epoch=result.best_epoch, epochs_run=result.epochs_run,
-                           stopped_early=result.stopped_early)
+                           stopped_early=result.stopped_early, skipped_unreadable=skipped_unreadable(train, val))
             timings = {"seconds": round(result.seconds, 1), "epochs_timed": result.epochs_run - result.resumed_from}
     summary["val_auc_gain"] = summary["val_auc"] - diagnosis["val_auc"]
     write_metrics("finetune_teacher", summary)

@@ -10,7 +10,7 @@ from ladeda.core.runtime import seed_everything, tune_allocator
 from ladeda.distillation.schedule import plan_schedule, train_student
 from ladeda.models import TinyLaDeDa
 from ladeda.models.checkpoints import checkpoint_on_best, save_checkpoint
-from ladeda.pipeline.datasets import checked_loader
+from ladeda.pipeline.datasets import checked_loader, skipped_unreadable
 from ladeda.pipeline.gates import RECOMMENDATION_WORDS
 from ladeda.pipeline.teachers import distillation_gate, load_selected_teacher
 from ladeda.training.finetune import set_bn_momentum
@@ -54,7 +54,7 @@ def main() -> None:
         "distilled": distill, "mode": "distillation" if distill else "bce_only",
         "teacher_weights": p.teacher_weights, **gate,
         "alpha_task": phases[-1].alpha_task, "alpha_distill": phases[-1].alpha_distill,
-        "epochs_run": sum(r.epochs_run for _, r in results),
+        "epochs_run": sum(r.epochs_run for _, r in results), "skipped_unreadable": skipped_unreadable(train, val),
         "phases": [{**ph.__dict__, "best_val_auc": r.best_auc, "epochs_run": r.epochs_run,
                     "stopped_early": r.stopped_early} for ph, r in results]})
     write_timings("train_student", {"seconds": round(sum(r.seconds for _, r in results), 1),
