@@ -106,7 +106,7 @@ def load_model(path: str | os.PathLike, arch: str | None = None, preprocess: str
 
     Ours describe themselves; any of `arch`/`preprocess`/`npr_scale`/`width` given must agree with
     the file. For an official file say what it is (`arch`, `preprocess`, and `npr_scale` 2/3 for
-    ForenSynth LaDeDa); the width is read from the weights.
+    ForenSynth LaDeDa); the width is read from the weights. Weights with NaN or inf are refused.
     """
     ckpt = read_checkpoint(path)
     if is_ours(ckpt):
@@ -149,7 +149,7 @@ def _describe(ckpt: dict) -> str:
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path) -> None:
-    """Strict load that names missing/unexpected/mis-shaped keys instead of dumping a traceback."""
+    """Strict load that names missing/unexpected/mis-shaped keys and the first NaN/inf tensor, never a traceback."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -165,6 +165,10 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path) -> None:
             parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:2])})")
         raise LadedaError(f"checkpoint {path} does not fit {arch_name(model)}: {', '.join(parts)}; "
                           f"check --arch/width (LaDeDa5/9/17/33 differ in conv2 shapes)")
+    bad = next((k for k in own if state[k].is_floating_point() and not torch.isfinite(state[k]).all()), None)
+    if bad is not None:
+        raise LadedaError(f"checkpoint {path} has weights that are not finite (NaN or inf), first in {bad}; "
+                          f"its scores would be meaningless: use another checkpoint (training may have diverged)")
     model.load_state_dict(state, strict=True)
 
 
