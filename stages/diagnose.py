@@ -6,8 +6,8 @@ from ladeda.core.params import stage_params
 from ladeda.core.runtime import seed_everything
 from ladeda.evaluation.metrics import detection_metrics
 from ladeda.evaluation.scoring import score
-from ladeda.pipeline.datasets import checked_loader
-from ladeda.pipeline.gates import BAND_WORDS, diagnose_band
+from ladeda.pipeline.datasets import checked_loader, skipped_unreadable
+from ladeda.pipeline.gates import BAND_WORDS, diagnose_band, margin_words, threshold_margins
 from ladeda.pipeline.teachers import load_pretrained_teacher
 
 FLAGS = {"--checkpoint": ("teacher.pretrained", str), "--batch-size": ("diagnose.batch_size", int)}
@@ -17,11 +17,17 @@ def main() -> None:
     p = stage_params(__doc__, FLAGS)
     seed_everything(p.seed)
     teacher = load_pretrained_teacher(p)
-    s = score(teacher, checked_loader(p, "val", p.diagnose.batch_size), desc="diagnose")
+    val = checked_loader(p, "val", p.diagnose.batch_size)
+    s = score(teacher, val, desc="diagnose")
     m = detection_metrics(s.labels, s.logits, name=f"{p.data.root}/val")
     band = diagnose_band(m["auc"], p.diagnose.good, p.diagnose.bad)
-    write_metrics("diagnose", {"val_auc": m["auc"], "val_ap": m["ap"], "val_acc": m["acc"], "band": band,
-                               "decision": BAND_WORDS[band], "checkpoint": p.teacher.pretrained, "val": m})
+    margins = threshold_margins(m, {"good": p.diagnose.good, "bad": p.diagnose.bad})
+    write_metrics("diagnose", {"val_auc": m["auc"], "val_auc_ci_low": m["auc_ci_low"],
+                               "val_auc_ci_high": m["auc_ci_high"], "val_ap": m["ap"], "val_acc": m["acc"],
+                               "band": band, "decision": BAND_WORDS[band], "margins": margins,
+                               "checkpoint": p.teacher.pretrained, "skipped_unreadable": skipped_unreadable(val),
+                               "val": m})
+    print(f"diagnose: {margin_words(m, margins)}")
     print(f"diagnose: pretrained teacher val AUC {m['auc']:.4f} (AP {m['ap']:.4f}, acc {m['acc']:.4f}) "
           f"-> band {band}: {BAND_WORDS[band]}")
 

@@ -4,17 +4,18 @@ import json
 
 from ladeda.core.errors import run_cli
 from ladeda.core.files import write_json, write_text
-from ladeda.core.outputs import REPORT, plots_dir, write_metrics
+from ladeda.core.outputs import REPORT, plots_dir, write_metrics, write_timings
 from ladeda.core.params import stage_params
 from ladeda.core.runtime import configure_threads, seed_everything
 from ladeda.distillation.loss import patch_agreement
 from ladeda.evaluation.efficiency import count_parameters, flops_per_image, machine_description, measure_throughput
-from ladeda.evaluation.metrics import metrics_by_subset, roc_points
+from ladeda.evaluation.intervals import describe_difference
+from ladeda.evaluation.metrics import metrics_by_subset, roc_points, student_vs_teacher
 from ladeda.evaluation.report import markdown_report
 from ladeda.evaluation.scoring import score
 from ladeda.models.checkpoints import load_model
 from ladeda.models.fastpath import optimize_for_inference
-from ladeda.pipeline.datasets import checked_loader
+from ladeda.pipeline.datasets import checked_loader, skipped_unreadable
 from ladeda.pipeline.teachers import load_selected_teacher
 
 FLAGS = {"--teacher-weights": ("teacher_weights", str), "--batch-size": ("evaluate.batch_size", int)}
@@ -27,7 +28,8 @@ def main() -> None:
     teacher = load_selected_teacher(p)
     loader = checked_loader(p, "test", p.evaluate.batch_size)
     subsets = [s.subset for s in loader.dataset.samples]
-    result = {"data_root": p.data.root, "teacher_weights": p.teacher_weights}
+    result = {"data_root": p.data.root, "teacher_weights": p.teacher_weights,
+              "skipped_unreadable": skipped_unreadable(loader)}
     scores = {}
     for name, model in (("teacher", teacher), ("student", student)):
         s = scores[name] = score(model, loader, patch_maps=True, desc=f"test {name}")
@@ -37,6 +39,8 @@ def main() -> None:
         write_json(plots_dir("evaluate_student") / f"roc_{name}.json", roc_points(s.labels, s.logits))
     t_auc, s_auc = result["teacher"]["test"]["overall"]["auc"], result["student"]["test"]["overall"]["auc"]
     result["auc_ratio"] = s_auc / t_auc
+    result["student_vs_teacher"] = student_vs_teacher(scores["student"], scores["teacher"])
+    result["student_vs_teacher_text"] = describe_difference(result["student_vs_teacher"], "student", "teacher")
     result["patch_agreement"] = patch_agreement(scores["student"].patch_maps, scores["teacher"].patch_maps)
     h = w = p.data.load_size or p.data.crop_size
     configure_threads()  # only the idle cores: busy ones make OpenMP threads stall each other
@@ -49,11 +53,14 @@ def main() -> None:
     result["flops_ratio"] = result["teacher"]["flops"] / result["student"]["flops"]
     result["parameter_ratio"] = result["teacher"]["parameters"] / result["student"]["parameters"]
     eff["speedup"] = eff["student"]["images_per_s"] / eff["teacher"]["images_per_s"]
+    diff = result["student_vs_teacher"]
     summary = {"student_test_auc": s_auc, "teacher_test_auc": t_auc, "auc_ratio": result["auc_ratio"],
-               "patch_agreement": result["patch_agreement"]}
+               "auc_difference": diff["difference"], "auc_difference_ci_low": diff["ci_low"],
+               "auc_difference_ci_high": diff["ci_high"], "auc_difference_p_value": diff["p_value"],
+               "auc_difference_significant": diff["significant"], "patch_agreement": result["patch_agreement"]}
     # Quality metrics are deterministic; measured speed lives apart so `dvc metrics diff` stays meaningful.
     write_metrics("evaluate_student", {**summary, **result})
-    write_metrics("efficiency", eff)
+    write_timings("evaluate_student", eff)
     write_text(REPORT, markdown_report(result, eff))
     print(json.dumps(summary, indent=2))
 

@@ -10,7 +10,7 @@ import argparse
 
 from ladeda.core.errors import run_cli
 from ladeda.core.files import write_json
-from ladeda.core.outputs import metrics_path
+from ladeda.core.outputs import metrics_path, write_timings
 from ladeda.core.params import load_params
 from ladeda.data.folders import discover
 from ladeda.embedded.dataset import generate_default
@@ -30,8 +30,10 @@ def main() -> None:
     rows = grid_rows(discover(f"{args.out}/source", "test"), "source")
     rows += grid_rows(discover(f"{args.out}/target", "test"), "target")
     save_sample_grid(rows, args.grid)
+    seconds = result.pop("seconds")
     write_json(args.metrics, result)
-    print(f"prepare_data: {result['images']} images in {args.out} ({result['seconds']} s); grid {args.grid}")
+    write_timings("prepare_data", {"seconds": seconds})
+    print(f"prepare_data: {result['images']} images in {args.out} ({seconds} s); grid {args.grid}")
 
 
 if __name__ == "__main__":

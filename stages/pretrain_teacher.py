@@ -3,7 +3,8 @@
 from _live import epoch_logger  # stages/ is on sys.path when run as `python stages/<stage>.py`
 
 from ladeda.core.errors import run_cli
-from ladeda.core.outputs import plots_dir, write_metrics
+from ladeda.core.fingerprint import inputs_digest
+from ladeda.core.outputs import plots_dir, write_metrics, write_timings
 from ladeda.core.params import stage_params
 from ladeda.core.runtime import seed_everything, tune_allocator
 from ladeda.data.loaders import split_loader
@@ -27,12 +28,15 @@ def main() -> None:
     val = split_loader(d, d.source_root, "val", p.pretrain.val_batch_size, p.seed)
     used = {"teacher": t.model_dump(), "pretrain": p.pretrain.model_dump(), "data": d.model_dump(), "seed": p.seed}
     with epoch_logger(plots_dir("pretrain_teacher")) as log:
-        result = fit(model, train, val, FitConfig.from_section(p.pretrain, p.seed, params=used),
+        result = fit(model, train, val, FitConfig.from_section(p.pretrain, p.seed, params=used,
+                                                                inputs=inputs_digest(d.source_root)),
                      on_best=checkpoint_on_best(out, d.crop_size, used, finetuned=False, domain="source"),
                      log_epoch=log, last_path=f"{p.paths.resume}/pretrain_teacher.pt", desc="pretrain")
     write_metrics("pretrain_teacher", {
         "source_val_auc": result.best_auc, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-        "stopped_early": result.stopped_early, "seconds": round(result.seconds, 1)})
+        "stopped_early": result.stopped_early})
+    write_timings("pretrain_teacher", {"seconds": round(result.seconds, 1), "epochs_timed": result.epochs_run
+                                       - result.resumed_from})
     print(f"pretrain_teacher: best source val AUC {result.best_auc:.4f} at epoch {result.best_epoch} -> {out}")
 
 

@@ -3,13 +3,14 @@
 from _live import epoch_logger  # stages/ is on sys.path when run as `python stages/<stage>.py`
 
 from ladeda.core.errors import run_cli
-from ladeda.core.outputs import plots_dir, write_metrics
+from ladeda.core.fingerprint import inputs_digest
+from ladeda.core.outputs import plots_dir, write_metrics, write_timings
 from ladeda.core.params import stage_params
 from ladeda.core.runtime import seed_everything, tune_allocator
 from ladeda.distillation.schedule import plan_schedule, train_student
 from ladeda.models import TinyLaDeDa
 from ladeda.models.checkpoints import checkpoint_on_best, save_checkpoint
-from ladeda.pipeline.datasets import checked_loader
+from ladeda.pipeline.datasets import checked_loader, skipped_unreadable
 from ladeda.pipeline.gates import RECOMMENDATION_WORDS
 from ladeda.pipeline.teachers import distillation_gate, load_selected_teacher
 from ladeda.training.finetune import set_bn_momentum
@@ -42,7 +43,8 @@ def main() -> None:
         results = train_student(student, teacher if distill else None, phases, train, val, p.student, p.seed,
                                 on_best=checkpoint_on_best(best_path, p.data.crop_size, used,
                                                            teacher=p.teacher_weights),
-                                log_epoch=log, resume_dir=f"{p.paths.resume}/train_student", extra=used)
+                                log_epoch=log, resume_dir=f"{p.paths.resume}/train_student",
+                                extra={"params": used, "inputs": inputs_digest(p.teacher_file().path, p.data.root)})
     best_auc = max(r.best_auc for _, r in results)
     final_auc = results[-1][1].history[-1]["val_auc"]
     save_checkpoint(final_path, student, image_size=p.data.crop_size, params=used, metrics={"val_auc": final_auc},
@@ -52,9 +54,12 @@ def main() -> None:
         "distilled": distill, "mode": "distillation" if distill else "bce_only",
         "teacher_weights": p.teacher_weights, **gate,
         "alpha_task": phases[-1].alpha_task, "alpha_distill": phases[-1].alpha_distill,
-        "epochs_run": sum(r.epochs_run for _, r in results),
+        "epochs_run": sum(r.epochs_run for _, r in results), "skipped_unreadable": skipped_unreadable(train, val),
         "phases": [{**ph.__dict__, "best_val_auc": r.best_auc, "epochs_run": r.epochs_run,
-                    "stopped_early": r.stopped_early, "seconds": round(r.seconds, 1)} for ph, r in results]})
+                    "stopped_early": r.stopped_early} for ph, r in results]})
+    write_timings("train_student", {"seconds": round(sum(r.seconds for _, r in results), 1),
+                                    "phases": [{"name": ph.name, "seconds": round(r.seconds, 1),
+                                                "epochs_timed": r.epochs_run - r.resumed_from} for ph, r in results]})
     print(f"train_student: best val AUC {best_auc:.4f} -> {best_path}, {final_path}")
 
 

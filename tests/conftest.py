@@ -1,5 +1,7 @@
 """Shared fixtures: tiny, learnable in-memory data that goes through the same fit/score code as real data."""
 
+import os
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -41,3 +43,23 @@ def one_thread():
 @pytest.fixture
 def loaders():
     return pattern_loaders()
+
+
+@pytest.fixture
+def read_only_folder(tmp_path, monkeypatch):
+    """A folder without write permission. Root ignores permission bits (chmod does not stop its writes),
+    so as root `os.access` is made to answer for this folder as it would for any other user."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        real_access = os.access
+
+        def access(path, mode, *args, **kwargs):
+            if mode & os.W_OK and os.path.abspath(path) == str(folder):
+                return False
+            return real_access(path, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "access", access)
+    yield folder
+    folder.chmod(0o755)

@@ -166,7 +166,8 @@ def test_prepare_data_stage_writes_outputs(tmp_path):
     proc = _stage("prepare_data.py", tmp_path, 32, "--out", "data/default")
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "metrics/prepare_data.json").read_text())
-    assert metrics["images"] == 2 * (5 + 5) and metrics["seconds"] > 0
+    assert metrics["images"] == 2 * (5 + 5) and "seconds" not in metrics  # quality metrics hold no timings
+    assert json.loads((tmp_path / "metrics/timings/prepare_data.json").read_text())["seconds"] > 0
     assert (tmp_path / "plots/data/samples.png").stat().st_size > 1000
     assert len(discover(tmp_path / "data/default/target", "test")) == 4
 

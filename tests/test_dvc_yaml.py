@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ladeda.core.outputs import metrics_path, plots_dir
+from ladeda.core.outputs import TIMINGS_DIR, metrics_path, plots_dir, timings_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -111,7 +111,10 @@ def test_stage_outputs_follow_the_metrics_and_plots_convention(name):
     stage = stages()[name]
     metrics = names(stage.get("metrics"))
     assert str(metrics_path(name)) in metrics
-    assert metrics <= {str(metrics_path(name)), str(metrics_path("efficiency"))}
+    assert metrics == {str(metrics_path(name))}
+    timings = {o for o in names(stage.get("outs")) if o.startswith(str(TIMINGS_DIR))}
+    writes_timings = f'write_timings("{name}"' in (ROOT / "stages" / f"{name}.py").read_text()
+    assert timings == ({str(timings_path(name))} if writes_timings else set())
     plot_dirs = {o for o in names(stage.get("outs")) if o.startswith("plots/") and "." not in Path(o).name}
     assert plot_dirs <= {str(plots_dir(name))}
 

@@ -83,3 +83,49 @@ def test_export_cli(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "nope.pt" in err and "\n" not in err
+
+
+def _export_error(capsys, ckpt, out) -> str:
+    """Run `ladeda export` expecting failure: exit 2 and exactly one `error: ...` line, which is returned."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["export", "--weights", str(ckpt), "--format", "torchscript", "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    return err
+
+
+@pytest.mark.parametrize("case", ["folder", "parent_is_file", "read_only"])
+def test_export_refuses_bad_out(case, tmp_path, request, capsys):
+    """`--out` that is a folder, lies under a file, or is in a read-only folder: one line naming it, no temp file."""
+    ckpt = tmp_path / "student.pt"
+    save_checkpoint(ckpt, _model("tiny"), image_size=64)
+    if case == "folder":
+        out = named = tmp_path / "exported"
+        out.mkdir()
+        expected = "is a folder"
+    elif case == "parent_is_file":
+        named = tmp_path / "somefile.txt"
+        named.write_text("keep me")
+        out = named / "student.ts"
+        expected = "is a file"
+    else:
+        named = request.getfixturevalue("read_only_folder")
+        out = named / "student.ts"
+        expected = "not writable"
+    err = _export_error(capsys, ckpt, out)
+    assert "--out" in err and str(named) in err and expected in err
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]  # no hidden temp file
+    assert not (named.is_dir() and list(named.iterdir()))
+
+
+def test_export_refuses_nan_weights(tmp_path, capsys):
+    """A checkpoint with an inf weight is not exported: the line names the file and the parameter."""
+    model = _model("tiny")
+    with torch.no_grad():
+        model.fc.bias.fill_(float("inf"))
+    ckpt, out = tmp_path / "diverged.pt", tmp_path / "student.ts"
+    save_checkpoint(ckpt, model, image_size=64)
+    err = _export_error(capsys, ckpt, out)
+    assert "diverged.pt" in err and "fc.bias" in err and "not finite" in err
+    assert not out.exists() and not list(tmp_path.glob(".*"))

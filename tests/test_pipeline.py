@@ -85,6 +85,29 @@ def test_repro_runs_every_stage_and_leaves_status_clean(project):
     assert json.loads((repo / "metrics/finetune_teacher.json").read_text())["finetuned"] is True
 
 
+def test_rerun_of_the_same_params_changes_no_metric_and_no_output_byte(project):
+    """`dvc repro -f` recomputes every stage: quality metrics and every output (checkpoints included) come out
+    byte-identical, so `dvc metrics diff` is empty and dvc.lock records the same hashes. Timings may differ.
+    (Runs before the experiment test below, which leaves its results in the workspace.)"""
+    repo, env, dvc = project["repo"], project["env"], project["dvc"]
+    timings = (repo / "metrics/timings/train_student.json").read_text()
+    rerun = run([dvc, "repro", "-f"], repo, env)
+    assert ran_stages(rerun.stdout) == ALL_STAGES
+    assert json.loads(run([dvc, "metrics", "diff", "--all", "--json"], repo, env).stdout) == {}
+    changed = run(["git", "status", "--porcelain", "--", "metrics", "plots"], repo, env).stdout.splitlines()
+    assert {line[3:] for line in changed} <= {f"metrics/timings/{s}.json" for s in ALL_STAGES}, changed
+    before = yaml.safe_load(run(["git", "show", "HEAD:dvc.lock"], repo, env).stdout)
+    after = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert output_hashes(after) == output_hashes(before)
+    assert len(output_hashes(after)) >= 15 and json.loads(timings)["seconds"] > 0
+
+
+def output_hashes(lock: dict) -> dict[str, str]:
+    """Every stage output's hash in a dvc.lock, except the timings files."""
+    return {o["path"]: o.get("md5") for stage in lock["stages"].values() for o in stage.get("outs", [])
+            if not o["path"].startswith("metrics/timings/")}
+
+
 def test_metrics_show_and_plots_json(project):
     repo, env, dvc = project["repo"], project["env"], project["dvc"]
     shown = json.loads(run([dvc, "metrics", "show", "--json"], repo, env).stdout)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +161,108 @@ def test_clear_errors(folder, tiny_ckpt, tmp_path, capsys):
     err = _one_line_error(capsys, ["--weights", str(ckpt), "--input", str(bad), "--out", str(out), "--no-progress"])
     assert "none of the 1 image files" in err
     assert not out.exists() and not list(tmp_path.glob(".p.csv*"))  # nothing half-written
+
+
+def _no_temp_files(root):
+    """No hidden `.name.XXXX.tmp` file of an atomic write anywhere under `root`."""
+    return not [p for p in Path(root).rglob(".*.tmp")]
+
+
+def test_out_is_a_folder(folder, tiny_ckpt, tmp_path, capsys):
+    """`--out` naming an existing folder is refused up front (it cannot be replaced by a CSV)."""
+    root, _ = folder
+    ckpt, _ = tiny_ckpt
+    out = tmp_path / "results"
+    out.mkdir()
+    err = _one_line_error(capsys, ["--weights", str(ckpt), "--input", str(root), "--out", str(out), "--no-progress"])
+    assert "--out" in err and str(out) in err and "is a folder" in err
+    assert out.is_dir() and not list(out.iterdir()) and _no_temp_files(tmp_path)
+
+
+def test_out_in_read_only_folder(folder, tiny_ckpt, read_only_folder, capsys):
+    """`--out` inside a folder that cannot be written to is refused before any scoring."""
+    root, _ = folder
+    ckpt, _ = tiny_ckpt
+    out = read_only_folder / "p.csv"
+    err = _one_line_error(capsys, ["--weights", str(ckpt), "--input", str(root), "--out", str(out), "--no-progress"])
+    assert "--out" in err and str(read_only_folder) in err and "not writable" in err
+    assert not list(read_only_folder.iterdir())
+
+
+def test_out_parent_is_a_file(folder, tiny_ckpt, tmp_path, capsys):
+    """`--out somefile.txt/p.csv`: the parent is a file, so no folder can be made there; say which one."""
+    root, _ = folder
+    ckpt, _ = tiny_ckpt
+    blocker = tmp_path / "somefile.txt"
+    blocker.write_text("keep me")
+    out = blocker / "sub" / "p.csv"
+    err = _one_line_error(capsys, ["--weights", str(ckpt), "--input", str(root), "--out", str(out), "--no-progress"])
+    assert "--out" in err and str(blocker) in err and "is a file" in err
+    assert blocker.read_text() == "keep me" and _no_temp_files(tmp_path)
+
+
+def test_heatmaps_is_a_file(folder, tiny_ckpt, tmp_path, capsys):
+    """`--heatmaps` naming an existing file is refused up front, before a CSV is written."""
+    root, _ = folder
+    ckpt, _ = tiny_ckpt
+    heat, out = tmp_path / "heat.png", tmp_path / "p.csv"
+    heat.write_bytes(b"not a folder")
+    err = _one_line_error(capsys, ["--weights", str(ckpt), "--input", str(root), "--out", str(out),
+                                   "--heatmaps", str(heat), "--no-progress"])
+    assert "--heatmaps" in err and str(heat) in err and "is a file" in err
+    assert not out.exists() and heat.read_bytes() == b"not a folder" and _no_temp_files(tmp_path)
+
+
+def test_nan_weights_refused(folder, tmp_path, capsys):
+    """A checkpoint with a NaN weight is refused when loaded, naming the file and the parameter, no CSV."""
+    root, _ = folder
+    model = TinyLaDeDa()
+    with torch.no_grad():
+        model.conv2.weight[0, 0, 0, 0] = float("nan")
+    ckpt, out = tmp_path / "diverged.pt", tmp_path / "p.csv"
+    save_checkpoint(ckpt, model, image_size=64)
+    err = _one_line_error(capsys, ["--weights", str(ckpt), "--input", str(root), "--out", str(out), "--no-progress"])
+    assert "diverged.pt" in err and "conv2.weight" in err and "not finite" in err
+    assert not out.exists() and _no_temp_files(tmp_path)
+
+
+def test_non_finite_logits_refused(folder, tmp_path, capsys):
+    """Finite but huge weights overflow to inf/NaN logits: the run stops with a clear line and no CSV."""
+    root, _ = folder
+    model = TinyLaDeDa()
+    with torch.no_grad():
+        model.conv1.weight.mul_(1e30)
+        model.conv2.weight.mul_(1e30)
+    ckpt, out = tmp_path / "overflow.pt", tmp_path / "p.csv"
+    save_checkpoint(ckpt, model, image_size=64)
+    err = _one_line_error(capsys, ["--weights", str(ckpt), "--input", str(root), "--out", str(out), "--no-progress"])
+    assert "overflow.pt" in err and "non-finite logit" in err
+    assert not out.exists() and _no_temp_files(tmp_path)
+
+
+def test_sigterm_removes_partial_csv(tiny_ckpt, tmp_path):
+    """SIGTERM mid-run (a scheduler or `kill`) leaves neither the CSV nor its hidden temp file; exit non-zero."""
+    ckpt, _ = tiny_ckpt
+    images = tmp_path / "many"
+    for k in range(600):
+        _save(images / f"{k:04d}.png", 24, 24, k)
+    out = tmp_path / "out" / "p.csv"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ladeda.inference.cli", "predict", "--weights", str(ckpt),
+                             "--input", str(images), "--out", str(out), "--batch-size", "1", "--threads", "1",
+                             "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.parent.glob(".p.csv.*.tmp")):
+            assert proc.poll() is None, f"predict ended before it was signalled: {proc.communicate()}"
+            assert time.monotonic() < deadline, "predict never started writing"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr and "terminated" in stderr
+    assert not out.exists() and not list(out.parent.iterdir())

@@ -148,4 +148,53 @@ def test_resume_with_different_params_starts_fresh(tmp_path, capsys):
             on_epoch_end=lambda e: (_ for _ in ()).throw(Interrupt))
     res = fit(TinyLaDeDa(), train, val, FitConfig(epochs=2, lr=2e-3), last_path=last)
     assert res.resumed_from == 0 and res.epochs_run == 2
-    assert "different params; starting fresh" in capsys.readouterr().out
+    assert "different params or upstream inputs; starting fresh" in capsys.readouterr().out
+
+
+def test_a_diverging_loss_stops_training_with_a_clear_error(loaders):
+    """lr 1e6 sends the loss to 1e13 and beyond without a NaN: that is divergence, not a result to save."""
+    train, val = loaders
+    saved = []
+    with pytest.raises(LadedaError, match=r"training diverged: the loss became .* lower the learning rate"):
+        fit(TinyLaDeDa(), train, val, FitConfig(epochs=3, lr=1e6), on_best=lambda *a: saved.append(a))
+    assert not saved, "no checkpoint of a diverged run"
+
+
+def test_temporary_files_of_a_killed_save_are_removed(tmp_path, loaders):
+    """A save killed between write and rename leaves `.last.pt.<random>.tmp`; the next run clears it."""
+    train, val = loaders
+    stale = tmp_path / ".last.pt.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".other.pt.x.tmp"
+    other.write_bytes(b"not ours")
+    fit(TinyLaDeDa(), train, val, FitConfig(epochs=1, lr=1e-3), last_path=tmp_path / "last.pt")
+    assert not stale.exists() and other.exists()
+
+
+def test_resume_starts_fresh_when_an_upstream_checkpoint_changed(tmp_path, capsys):
+    """The fingerprint holds the content hash of the inputs: a teacher retrained since the interruption
+    (same params, other bytes) must not be resumed against."""
+    from ladeda.core.fingerprint import inputs_digest
+    from ladeda.models.checkpoints import save_checkpoint
+
+    teacher = tmp_path / "teacher.pth"
+    save_checkpoint(teacher, TinyLaDeDa())
+    last = tmp_path / "last.pt"
+
+    def start(interrupt: bool):
+        train, val = pattern_loaders()
+        cfg = FitConfig(epochs=3, lr=1e-3, extra={"inputs": inputs_digest(teacher, tmp_path / "data")})
+        hook = (lambda e: (_ for _ in ()).throw(Interrupt)) if interrupt else None
+        return fit(TinyLaDeDa(), train, val, cfg, last_path=last, on_epoch_end=hook, keep_last=True)
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/a.png").write_bytes(b"x")
+    with pytest.raises(Interrupt):
+        start(interrupt=True)
+    assert start(interrupt=False).resumed_from == 1, "same inputs: resume"
+    torch.manual_seed(99)
+    save_checkpoint(teacher, TinyLaDeDa())  # retrained teacher
+    assert start(interrupt=False).resumed_from == 0
+    assert "different params or upstream inputs; starting fresh" in capsys.readouterr().out
+    (tmp_path / "data/b.png").write_bytes(b"y")  # the data changed
+    assert start(interrupt=False).resumed_from == 0

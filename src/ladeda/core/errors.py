@@ -2,21 +2,52 @@
 
 from __future__ import annotations
 
+import signal
 import sys
-from typing import Callable
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 
 class LadedaError(Exception):
     """A problem with the user's input (params, data, checkpoints) that the user can fix."""
 
 
-def run_cli(main: Callable[[], object]) -> None:
-    """Run a command-line entry point, turning LadedaError into `error: ...` and exit status 2."""
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so `finally` blocks and atomic writes clean up before exiting."""
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises Terminated (only in the main thread); the previous handler is restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        main()
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run a command-line entry point, turning LadedaError into `error: ...` and exit status 2.
+
+    Ctrl-C exits with 130 and SIGTERM with 143 (128 + 15), after temporary files are removed.
+    """
+    try:
+        with sigterm_raises():
+            main()
     except LadedaError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None

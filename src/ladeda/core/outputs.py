@@ -1,4 +1,5 @@
-"""Where each stage's results go: `metrics/<stage>.json` and `plots/<stage>/`.
+"""Where each stage's results go: `metrics/<stage>.json` (quality, deterministic), `metrics/timings/<stage>.json`
+(wall-clock measurements, not declared as DVC metrics) and `plots/<stage>/`.
 
 dvc.yaml declares the same files (tests/test_dvc_yaml.py checks every stage against `metrics_path` and
 `plots_dir`); checkpoint paths come from the `paths` section of params.yaml, which dvc.yaml reads too.
@@ -13,6 +14,7 @@ from ladeda.core.errors import LadedaError
 from ladeda.core.files import write_json
 
 METRICS_DIR = "metrics"
+TIMINGS_DIR = Path(METRICS_DIR, "timings")  # `dvc metrics show metrics/timings/*.json` shows them
 PLOTS_DIR = "plots"
 REPORT = Path(METRICS_DIR, "report.md")  # teacher vs student in words, written by evaluate_student
 
@@ -20,6 +22,17 @@ REPORT = Path(METRICS_DIR, "report.md")  # teacher vs student in words, written 
 def metrics_path(stage: str) -> Path:
     """The metrics file of `stage`."""
     return Path(METRICS_DIR, f"{stage}.json")
+
+
+def timings_path(stage: str) -> Path:
+    """The wall-clock measurements of `stage`: kept out of the quality metrics so `dvc metrics diff` of two
+    runs of the same params is empty."""
+    return TIMINGS_DIR / f"{stage}.json"
+
+
+def write_timings(stage: str, timings: dict) -> None:
+    """Write `stage`'s timings file atomically."""
+    write_json(timings_path(stage), timings)
 
 
 def plots_dir(stage: str) -> Path:

@@ -1,4 +1,5 @@
-"""Detection metrics (scikit-learn), overall and per test subset, and ROC points for plots."""
+"""Detection metrics (scikit-learn), each AUC with its DeLong 95% interval, overall and per test subset, and
+ROC points for plots."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sklearn.metrics import (accuracy_score, average_precision_score, balanced_a
                              roc_curve)
 
 from ladeda.core.errors import LadedaError
+from ladeda.evaluation.intervals import auc_interval, paired_auc_test
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -17,7 +19,9 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def detection_metrics(labels: Sequence[int], logits: Sequence[float], name: str = "split") -> dict[str, float]:
-    """AUC, AP, accuracy at p=0.5, real/fake/balanced accuracy, EER, TPR at FPR 1% and 5%."""
+    """AUC with its 95% interval, AP, accuracy at p=0.5, real/fake/balanced accuracy, EER, TPR at FPR 1% and 5%.
+
+    The interval (DeLong) is null when a class has a single image."""
     y = np.asarray(labels).astype(int)
     s = np.asarray(logits, dtype=np.float64)
     classes = set(np.unique(y).tolist())
@@ -28,8 +32,12 @@ def detection_metrics(labels: Sequence[int], logits: Sequence[float], name: str 
     fpr, tpr, _ = roc_curve(y, s)
     fnr = 1 - tpr
     i = int(np.nanargmin(np.abs(fnr - fpr)))
+    interval = auc_interval(y, s, name=name) if min((y == 0).sum(), (y == 1).sum()) >= 2 else {}
     return {
         "auc": float(roc_auc_score(y, s)),
+        "auc_ci_low": interval.get("ci_low"),
+        "auc_ci_high": interval.get("ci_high"),
+        "auc_se": interval.get("se"),
         "ap": float(average_precision_score(y, s)),
         "acc": float(accuracy_score(y, pred)),
         "real_acc": float(accuracy_score(y[y == 0], pred[y == 0])),
@@ -57,6 +65,14 @@ def metrics_by_subset(labels: Sequence[int], logits: Sequence[float], subsets: S
         except LadedaError as err:
             out["subsets"][sub] = {"error": str(err), "n": int(m.sum())}
     return out
+
+
+def student_vs_teacher(student, teacher) -> dict:
+    """DeLong's paired test of two `Scores` of the same images (student - teacher), matched by image index."""
+    if sorted(student.indices.tolist()) != sorted(teacher.indices.tolist()):
+        raise LadedaError("student and teacher were scored on different images: a paired test needs the same ones")
+    order_s, order_t = np.argsort(student.indices), np.argsort(teacher.indices)
+    return paired_auc_test(student.labels[order_s], student.logits[order_s], teacher.logits[order_t], name="test")
 
 
 def roc_points(labels: Sequence[int], logits: Sequence[float], max_points: int = 200) -> list[dict[str, float]]:

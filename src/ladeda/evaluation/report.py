@@ -15,6 +15,11 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _ci(metrics: dict) -> str:
+    low, high = metrics.get("auc_ci_low"), metrics.get("auc_ci_high")
+    return "n/a" if low is None else f"{low:.4f} - {high:.4f}"
+
+
 def markdown_report(result: dict, eff: dict) -> str:
     """Teacher vs student on the test split: overall and per-subset metrics, agreement and efficiency."""
     t, s = result["teacher"], result["student"]
@@ -22,15 +27,19 @@ def markdown_report(result: dict, eff: dict) -> str:
              f"Teacher: `{result['teacher_weights']}` ({t['arch']}); student: Tiny-LaDeDa "
              f"({s['preprocess']}). Student AUC / teacher AUC = **{result['auc_ratio']:.4f}**; "
              f"patch-logit correlation = **{result['patch_agreement']:.4f}**.", "",
+             f"Difference (paired DeLong test on the same images): {result['student_vs_teacher_text']}.", "",
              "| metric | teacher | student |", "|---|---|---|"]
     for key, name in METRIC_ROWS:
         lines.append(f"| {name} | {_fmt(t['test']['overall'][key])} | {_fmt(s['test']['overall'][key])} |")
+        if key == "auc":
+            lines.append(f"| ROC-AUC 95% CI (DeLong) | {_ci(t['test']['overall'])} | {_ci(s['test']['overall'])} |")
     subsets = sorted(s["test"]["subsets"])
     if subsets:
-        lines += ["", "| subset | n | teacher AUC | student AUC |", "|---|---|---|---|"]
+        lines += ["", "| subset | n | teacher AUC (95% CI) | student AUC (95% CI) |", "|---|---|---|---|"]
         for sub in subsets:
             tm, sm = t["test"]["subsets"][sub], s["test"]["subsets"][sub]
-            lines.append(f"| {sub} | {sm.get('n', '')} | {_fmt(tm.get('auc', 'n/a'))} | {_fmt(sm.get('auc', 'n/a'))} |")
+            lines.append(f"| {sub} | {sm.get('n', '')} | {_fmt(tm.get('auc', 'n/a'))} ({_ci(tm)}) | "
+                         f"{_fmt(sm.get('auc', 'n/a'))} ({_ci(sm)}) |")
     e = eff
     lines += ["", f"Efficiency at {e['height']}x{e['width']} on this machine ({e['machine']}):", "",
               "| | teacher | student | ratio |", "|---|---|---|---|",

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ladeda.core.errors import LadedaError
-from ladeda.core.files import atomic_path
+from ladeda.core.files import atomic_path, check_output
 from ladeda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ladeda.models.fastpath import FastModel, optimize_for_inference
 from ladeda.models.filters import KERNELS
@@ -136,7 +136,8 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, opset: int = ONNX_OPSE
 
 
 def export_model(model: nn.Module, out: str | os.PathLike, fmt: str) -> Path:
-    """Export `model` as `fmt` (`onnx` or `torchscript`) to `out`."""
+    """Export `model` as `fmt` (`onnx` or `torchscript`) to `out` (checked first: `--out` in errors)."""
+    check_output(out, "--out")
     if fmt == "onnx":
         return export_onnx(model, out)
     if fmt == "torchscript":

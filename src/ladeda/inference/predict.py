@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import array
 import csv
+import math
 import os
 import sys
 import time
@@ -33,7 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ladeda.core.errors import LadedaError
-from ladeda.core.files import atomic_path
+from ladeda.core.files import atomic_path, check_output
 from ladeda.core.runtime import configure_threads, resolve_device
 from ladeda.data.folders import find_images, label_from_path
 from ladeda.data.images import load_rgb
@@ -170,11 +171,17 @@ def predict(weights: str | os.PathLike, inputs: str | Sequence[str], out: str | 
             heatmaps: str | os.PathLike | None = None, batch_size: int = 32, device: str = "auto",
             threshold: float = 0.5, resize: int | None = None, threads: int | None = None,
             progress: bool = True) -> Summary:
-    """Score images with a checkpoint, write the CSV (atomically) and heatmaps, print warnings/metrics/summary."""
+    """Score images with a checkpoint, write the CSV (atomically) and heatmaps, print warnings/metrics/summary.
+
+    Output paths are checked before the model is loaded; a non-finite logit stops the run (no CSV).
+    """
     if batch_size < 1:
         raise LadedaError(f"--batch-size must be at least 1, got {batch_size}")
     if not 0.0 <= threshold <= 1.0:
         raise LadedaError(f"--threshold is a probability between 0 and 1, got {threshold}")
+    check_output(out, "--out")
+    if heatmaps is not None:
+        check_output(heatmaps, "--heatmaps", folder=True)
     dev = resolve_device(device)
     model = load_model(weights, arch=arch, preprocess=preprocess, npr_scale=npr_scale)
     files, root = find_images(inputs)
@@ -201,6 +208,9 @@ def predict(weights: str | os.PathLike, inputs: str | Sequence[str], out: str | 
                 skipped += 1
                 tqdm.write(f"warning: skipped {item.reason}", file=sys.stderr)
                 continue
+            if not math.isfinite(item.logit):
+                raise LadedaError(f"{weights} gives a non-finite logit ({item.logit}) for {item.path}: the model "
+                                  f"overflows, so its scores are meaningless; no CSV written")
             p = item.probability
             is_fake = p > threshold
             scored += 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import platform
 import subprocess
@@ -14,7 +13,7 @@ from torch import nn
 
 import ladeda
 from ladeda.core.errors import LadedaError
-from ladeda.core.files import atomic_path
+from ladeda.core.files import save_torch
 from ladeda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ladeda.models import ARCHS, arch_name, build_model
 
@@ -22,7 +21,10 @@ FORMAT = "ladeda-checkpoint"
 
 
 def provenance() -> dict[str, str]:
-    """Where a checkpoint came from: git commit, library versions, time."""
+    """Where a checkpoint came from: git commit (HEAD when it was trained) and library versions.
+
+    No wall-clock time: the same inputs give the same checkpoint bytes, so DVC sees no change on a rerun.
+    """
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10, check=False).stdout.strip()
@@ -33,7 +35,6 @@ def provenance() -> dict[str, str]:
         "ladeda": ladeda.__version__,
         "torch": str(torch.__version__),
         "python": platform.python_version(),
-        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
@@ -65,8 +66,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, image_size: in
         "provenance": provenance(),
         **extra,
     }
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    save_torch(ckpt, path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -106,7 +106,7 @@ def load_model(path: str | os.PathLike, arch: str | None = None, preprocess: str
 
     Ours describe themselves; any of `arch`/`preprocess`/`npr_scale`/`width` given must agree with
     the file. For an official file say what it is (`arch`, `preprocess`, and `npr_scale` 2/3 for
-    ForenSynth LaDeDa); the width is read from the weights.
+    ForenSynth LaDeDa); the width is read from the weights. Weights with NaN or inf are refused.
     """
     ckpt = read_checkpoint(path)
     if is_ours(ckpt):
@@ -149,7 +149,7 @@ def _describe(ckpt: dict) -> str:
 
 
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path) -> None:
-    """Strict load that names missing/unexpected/mis-shaped keys instead of dumping a traceback."""
+    """Strict load that names missing/unexpected/mis-shaped keys and the first NaN/inf tensor, never a traceback."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -165,6 +165,10 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path) -> None:
             parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:2])})")
         raise LadedaError(f"checkpoint {path} does not fit {arch_name(model)}: {', '.join(parts)}; "
                           f"check --arch/width (LaDeDa5/9/17/33 differ in conv2 shapes)")
+    bad = next((k for k in own if state[k].is_floating_point() and not torch.isfinite(state[k]).all()), None)
+    if bad is not None:
+        raise LadedaError(f"checkpoint {path} has weights that are not finite (NaN or inf), first in {bad}; "
+                          f"its scores would be meaningless: use another checkpoint (training may have diverged)")
     model.load_state_dict(state, strict=True)
 
 

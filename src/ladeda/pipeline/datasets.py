@@ -15,3 +15,8 @@ def checked_loader(p: Params, split: str, batch_size: int) -> DataLoader:
     skipped and counted in the split summary, so one bad file cannot crash a long run."""
     skip = unreadable_files(read_metrics("check_data"))
     return split_loader(p.data, p.data.root, split, batch_size, p.seed, exclude=skip)
+
+
+def skipped_unreadable(*loaders: DataLoader) -> int:
+    """How many files the given `checked_loader`s left out as unreadable (the stages report it in their metrics)."""
+    return sum(len(loader.dataset.scan.excluded) for loader in loaders)

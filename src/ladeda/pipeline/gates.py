@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ladeda.core.errors import LadedaError
+from ladeda.evaluation.intervals import gate_margin
 
 BANDS = ("good", "marginal", "bad")
 RECOMMENDATIONS = ("ready", "limited", "skip")
@@ -56,6 +57,26 @@ def distill_recommendation(auc: float, ready: float = 0.65, skip: float = 0.55) 
     if auc < skip:
         return "skip"
     return "limited"
+
+
+def threshold_margins(metrics: dict, thresholds: dict[str, float]) -> dict[str, dict]:
+    """How far a `detection_metrics` AUC is from each named gate threshold, relative to its 95% interval
+    (`side`: above, below or straddles; a straddled threshold means the decision is within the noise)."""
+    if metrics.get("auc_se") is None:
+        return {}
+    interval = {"auc": metrics["auc"], "se": metrics["auc_se"], "ci_low": metrics["auc_ci_low"],
+                "ci_high": metrics["auc_ci_high"]}
+    return {name: gate_margin(interval, value) for name, value in thresholds.items()}
+
+
+def margin_words(metrics: dict, margins: dict[str, dict]) -> str:
+    """One line for the log: the AUC's interval and any threshold it straddles."""
+    if not margins:
+        return f"AUC {metrics['auc']:.4f} (no interval: a class has a single image)"
+    close = [f"{name} {m['threshold']:g}" for name, m in margins.items() if not m["clear"]]
+    where = (f"straddles {', '.join(close)}: the decision is within the noise of this split" if close
+             else "clear of every threshold")
+    return f"AUC {metrics['auc']:.4f} (95% CI {metrics['auc_ci_low']:.3f}-{metrics['auc_ci_high']:.3f}), {where}"
 
 
 RECOMMENDATION_WORDS = {

@@ -18,10 +18,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ladeda.core.errors import LadedaError
-from ladeda.core.files import atomic_path
+from ladeda.core.files import remove_stale_temps, save_torch
 from ladeda.core.runtime import seed_everything
 from ladeda.evaluation.metrics import detection_metrics
 from ladeda.evaluation.scoring import score
+
+DIVERGENCE_FACTOR = 1000.0  # a step loss above this times max(1, the run's first step loss) means divergence
 
 # (model, images, labels) -> (loss to minimise, {term name: float value} to log)
 StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
@@ -44,7 +46,7 @@ class FitConfig:
     lr_factor: float = 0.5
     lr_patience: int = 2
     seed: int = 0
-    extra: dict = field(default_factory=dict)  # anything else that must match to resume (params, data)
+    extra: dict = field(default_factory=dict)  # also must match to resume: params, upstream input digests
 
     @classmethod
     def from_section(cls, section, seed: int, **extra) -> "FitConfig":
@@ -131,6 +133,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
     start_epoch = 0
     fingerprint = config.fingerprint()
     last_path = Path(last_path) if last_path else None
+    if last_path and remove_stale_temps(last_path):
+        print(f"{desc}: removed the temporary files an interrupted save left beside {last_path}")
     if last_path and last_path.is_file():
         state = torch.load(last_path, map_location="cpu", weights_only=True)
         if state.get("fingerprint") == fingerprint:
@@ -148,13 +152,14 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
                 on_best(model, int(best["row"]["epoch"]), best["row"])
                 model.load_state_dict(current)
         else:
-            print(f"{desc}: {last_path} is from different params; starting fresh")
+            print(f"{desc}: {last_path} is from different params or upstream inputs; starting fresh")
     for row in history:
         if log_epoch:
             log_epoch(row)
     t0 = time.perf_counter()
     epoch = start_epoch
     stopped_early = stopper.should_stop
+    loss_limit = None  # set from the first step: DIVERGENCE_FACTOR * max(1, first loss)
     while epoch < config.epochs and not stopped_early:
         epoch += 1
         seed_everything(config.seed * 100_003 + epoch)
@@ -166,15 +171,17 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
         for step, (x, y, _) in enumerate(bar):
             x, y = x.to(device), y.to(device)
             loss, terms = step_fn(model, x, y)
-            if not torch.isfinite(loss):
-                raise LadedaError(f"{desc}: the loss became {loss.item()} at epoch {epoch}, step {step}; "
-                                  f"lower the learning rate or check the data")
+            value = loss.item()
+            loss_limit = loss_limit or DIVERGENCE_FACTOR * max(1.0, value)
+            if not math.isfinite(value) or value > loss_limit:
+                raise LadedaError(f"{desc}: training diverged: the loss became {value:.4g} at epoch {epoch}, step "
+                                  f"{step} (limit {loss_limit:.4g}); lower the learning rate or check the data")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             b = len(y)
             n += b
-            for k, v in {"loss": loss.item(), **terms}.items():
+            for k, v in {"loss": value, **terms}.items():
                 sums[k] = sums.get(k, 0.0) + v * b
             bar.set_postfix(loss=f"{sums['loss'] / n:.4f}")
         if n == 0:
@@ -219,8 +226,6 @@ def _reseed_loader(loader: Any, seed: int) -> None:
 
 
 def _save_last(path: Path, model, optimizer, scheduler, stopper, history, best, epoch, fingerprint) -> None:
-    state = {"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "early_stopping": stopper.state_dict(), "history": history, "best": best}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "early_stopping": stopper.state_dict(), "history": history, "best": best}, path)
