@@ -1,0 +1,110 @@
+"""Reproducibility matrix: the default pipeline on several data seeds under emulated CPU variants.
+
+Not a test: float rounding differs between CPUs (vector width, oneDNN kernels) and thread counts, and
+on data this small that moves the AUCs. This runs `dvc repro -f` in a fresh clone of HEAD for every
+(data seed, variant) pair and prints a Markdown table of the three gate decisions and the AUCs, plus
+the spread of each AUC across the variants of a seed. Paste it into the README.
+
+    .venv/bin/python benchmarks/variants.py                       # seeds 0 1 2, every variant, 2 at a time
+    .venv/bin/python benchmarks/variants.py --seeds 0 --jobs 1 --json variants.json
+
+Variants: the native kernels with 1 and 2 threads, ATen's AVX2 and scalar (`default`) kernels, and
+oneDNN limited to AVX2 (each with 1 thread). Two single-thread runs at a time keep both cores busy,
+which is also the "other core busy" check; 2-thread runs then share their cores, which changes the
+timing but not the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from ladeda.core.files import write_json
+from ladeda.evaluation.efficiency import machine_description
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {
+    "native, 1 thread": {"OMP_NUM_THREADS": "1"},
+    "native, 2 threads": {"OMP_NUM_THREADS": "2"},
+    "ATen AVX2, 1 thread": {"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "avx2"},
+    "ATen scalar, 1 thread": {"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default"},
+    "oneDNN AVX2, 1 thread": {"OMP_NUM_THREADS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+}
+AUCS = ("diagnose_val", "finetuned_val", "teacher_test", "student_test")
+DECISIONS = ("band", "finetuned", "recommendation")
+
+
+def run_one(seed: int, variant: str, workdir: Path) -> dict:
+    """Clone HEAD, set the data seed, `dvc repro -f` under the variant's environment, collect the metrics."""
+    clone = workdir / f"seed{seed}-{variant.split(',')[0].replace(' ', '_')}-{VARIANTS[variant]['OMP_NUM_THREADS']}t"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    params_file = clone / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["prepare_data"]["seed"] = seed
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, **VARIANTS[variant], "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(clone / "src"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(["dvc", "repro", "-f"], cwd=clone, env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return {"seed": seed, "variant": variant, "error": proc.stderr.strip().splitlines()[-1:]}
+    m = {name: json.loads((clone / f"metrics/{name}.json").read_text())
+         for name in ("diagnose", "finetune_teacher", "evaluate_teacher", "evaluate_student")}
+    row = {"seed": seed, "variant": variant, "seconds": round(seconds),
+           "diagnose_val": m["diagnose"]["val_auc"], "band": m["diagnose"]["band"],
+           "finetuned": m["finetune_teacher"]["finetuned"], "finetuned_val": m["evaluate_teacher"]["val_auc"],
+           "teacher_test": m["evaluate_teacher"]["test_auc"], "recommendation": m["evaluate_teacher"]["recommendation"],
+           "student_test": m["evaluate_student"]["student_test_auc"]}
+    print(f"seed {seed}, {variant}: " + ", ".join(f"{k} {row[k]:.4f}" for k in AUCS), flush=True)
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    """The matrix and, per seed, whether every variant decided alike and how far each AUC spread."""
+    lines = ["| seed | variant | diagnose val AUC (band) | fine-tuned val AUC | teacher test AUC | "
+             "recommendation | student test AUC |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['seed']} | {r['variant']} | failed: {r['error']} | | | | |")
+            continue
+        lines.append(f"| {r['seed']} | {r['variant']} | {r['diagnose_val']:.3f} ({r['band']}) | "
+                     f"{r['finetuned_val']:.3f} | {r['teacher_test']:.3f} | {r['recommendation']} | "
+                     f"{r['student_test']:.3f} |")
+    lines += ["", "| seed | gate decisions identical | spread (max - min): " + " / ".join(AUCS) + " |", "|---|---|---|"]
+    for seed in sorted({r["seed"] for r in rows}):
+        ok = [r for r in rows if r["seed"] == seed and "error" not in r]
+        same = len({tuple(r[k] for k in DECISIONS) for r in ok}) == 1
+        spread = " / ".join(f"{max(r[k] for r in ok) - min(r[k] for r in ok):.3f}" for k in AUCS)
+        lines.append(f"| {seed} | {'yes' if same else 'NO'} | {spread} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="prepare_data.seed values")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    ap.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = ap.parse_args()
+    print(f"machine: {machine_description()}", flush=True)
+    pairs = [(s, v) for s in args.seeds for v in args.variants]
+    with tempfile.TemporaryDirectory(prefix="ladeda-variants-") as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda sv: run_one(sv[0], sv[1], Path(tmp)), pairs))
+    print("\n" + markdown(rows))
+    if args.json:
+        write_json(args.json, {"machine": machine_description(), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
