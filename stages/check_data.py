@@ -1,7 +1,9 @@
 """Stage check_data: validate whatever `data.root` holds and stop the pipeline on broken data.
 
-Reads params `data.root`, `data.max_unreadable_fraction`, `data.crop_size`; writes `metrics/check_data.json`
-(also when the check fails, so the problems can be read) and exits with status 2 on a blocking problem.
+Reads params `data.root`, `data.max_unreadable_fraction`, `data.crop_size`, `data.load_size`, `teacher.arch`,
+`teacher.preprocess` (the smallest test image the teacher scores at full size; none when `data.load_size` resizes
+every image); writes `metrics/check_data.json` (also when the check fails, so the problems can be read) and exits
+with status 2 on a blocking problem.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from ladeda.core.files import write_json
 from ladeda.core.outputs import metrics_path
 from ladeda.core.params import load_params
 from ladeda.data.check import analyze_dataset, raise_on_blocking
+from ladeda.models.geometry import min_image_side
 
 
 def main() -> None:
@@ -21,8 +24,11 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default=str(metrics_path("check_data")))
     args = ap.parse_args()
-    d = load_params(args.params).data
-    report = analyze_dataset(d.root, max_unreadable_fraction=d.max_unreadable_fraction, crop_size=d.crop_size)
+    p = load_params(args.params)
+    d = p.data
+    min_side = min_image_side(p.teacher.arch, p.teacher.preprocess) if d.load_size is None else None
+    report = analyze_dataset(d.root, max_unreadable_fraction=d.max_unreadable_fraction, crop_size=d.crop_size,
+                             min_side=min_side)
     write_json(args.out, report)
     for split, info in report["splits"].items():
         if info.get("present"):

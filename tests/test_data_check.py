@@ -147,8 +147,43 @@ def test_skipped_files_small_images_and_subset_with_one_class(tmp_path):
     assert "test/reddit: only one class" in text and "smaller than the crop" in text
 
 
-def _stage(tmp_path: Path, root: str) -> subprocess.CompletedProcess:
-    write_params(tmp_path / "params.yaml", {"data": {"root": root}})
+def test_test_images_the_teacher_cannot_score_block(tmp_path):
+    """Test images are scored at full size, so one under the teacher's minimum side would crash evaluate_teacher:
+    blocking, naming how many, which and the minimum; smaller train/val images are only padded (a warning)."""
+    _dataset(tmp_path)
+    for name, size in (("a.png", (9, 9)), ("b.png", (64, 8)), ("c.png", (10, 10))):
+        _img(tmp_path / "test/1_fake" / name, 50, size=size)
+    _img(tmp_path / "val/0_real/tiny.png", 51, size=(4, 4))
+    rep = _check(tmp_path, crop_size=16, min_side=10)
+    assert not rep["ok"] and rep["min_side"] == 10
+    assert rep["splits"]["test"]["smaller_than_min_side"] == 2 and rep["splits"]["val"]["smaller_than_min_side"] == 0
+    with pytest.raises(LadedaError, match=r"test: 2 images smaller than 10x10 pixels.*test/1_fake/a\.png, "
+                                          r"test/1_fake/b\.png; remove or resize them") as err:
+        raise_on_blocking(rep)
+    assert "c.png" not in str(err.value) and "tiny.png" not in str(err.value)
+    assert sum("smaller than the crop (16px)" in w for w in rep["warnings"]) == 2  # test and val
+    assert _check(tmp_path, crop_size=16)["ok"]  # no minimum given (data.load_size resizes every image)
+
+
+@pytest.mark.parametrize("arch,preprocess,side", [("LaDeDa9", "NPR", 10), ("LaDeDa9", "x_grad", 10),
+                                                  ("LaDeDa5", "raw", 6), ("LaDeDa17", "NPR", 18)])
+def test_min_image_side_is_what_the_teacher_really_scores(arch, preprocess, side):
+    """The check's minimum is measured against the model behind the test transform (odd sides lose a pixel)."""
+    import torch
+    from ladeda.data.transforms import build_transform
+    from ladeda.models import build_model
+    from ladeda.models.geometry import min_image_side
+
+    assert min_image_side(arch, preprocess) == side
+    model, transform = build_model(arch, preprocess, width=1).eval(), build_transform("test", 16)
+    with torch.no_grad():
+        model(transform(Image.new("RGB", (side, side + 1))).unsqueeze(0))
+        with pytest.raises(RuntimeError):
+            model(transform(Image.new("RGB", (side - 1, side + 1))).unsqueeze(0))
+
+
+def _stage(tmp_path: Path, root: str, **data) -> subprocess.CompletedProcess:
+    write_params(tmp_path / "params.yaml", {"data": {"root": root, **data}})
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run([sys.executable, str(ROOT / "stages/check_data.py"), "--params", "params.yaml"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -168,6 +203,18 @@ def test_check_data_stage_ok_then_blocking(tmp_path):
     assert len(errors) == 1 and proc.stderr.strip().endswith(errors[0])
     assert errors[0].startswith("error: data check failed") and "d/val: only one class" in errors[0]
     assert json.loads((tmp_path / "metrics/check_data.json").read_text())["ok"] is False  # report kept
+
+
+def test_check_data_stage_blocks_test_images_below_the_teachers_minimum(tmp_path):
+    """The stage takes the minimum from teacher.arch (LaDeDa9: 10, as NPR drops odd sides' last pixel) and lifts
+    it when data.load_size resizes every image."""
+    _dataset(tmp_path / "d")
+    _img(tmp_path / "d/test/0_real/small.png", 60, size=(9, 9))
+    proc = _stage(tmp_path, "d")
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "1 images smaller than 10x10 pixels" in errors[0] and "small.png" in errors[0]
+    assert _stage(tmp_path, "d", load_size=64).returncode == 0
 
 
 def test_check_data_stage_missing_root(tmp_path):

@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ladeda.data.folders import LabeledImages, discover, scan_split, subsets
+from ladeda.data.check import analyze_dataset
+from ladeda.data.folders import LabeledImages, discover, find_images, scan_split, subsets
 from ladeda.data.loaders import make_loader
 from ladeda.data.transforms import build_transform
 from ladeda.core.errors import LadedaError
@@ -82,6 +83,57 @@ def test_skipped_files_are_counted_not_used(tmp_path):
     assert scan.skipped == 2 and "skipped 1 non-image, 1 outside a class folder" in scan.summary()
     excl = scan_split(tmp_path, "train", exclude=["train/1_fake/b.PNG"])
     assert [Path(s.path).name for s in excl.samples] == ["a.png"] and len(excl.excluded) == 1
+
+
+def _rel(samples, root: Path) -> list[str]:
+    return [Path(s.path).relative_to(root).as_posix() for s in samples]
+
+
+def test_symlink_loops_are_walked_once(tmp_path):
+    """A folder link back to its own folder or to the split (a loop) is not descended again: each image once."""
+    _tree(tmp_path, {"train/0_real/a.png": 1, "train/1_fake/b.png": 2})
+    (tmp_path / "train/0_real/again").symlink_to(".")
+    (tmp_path / "train/1_fake/up").symlink_to("..")
+    scan = scan_split(tmp_path, "train")
+    assert _rel(scan.samples, tmp_path) == ["train/0_real/a.png", "train/1_fake/b.png"] and not scan.skipped
+
+
+def test_linked_folders_are_listed_once_by_loaders_and_check(tmp_path):
+    """A link to a sibling folder adds nothing (its files keep their own paths); a link leading out of the tree
+    is followed once; the loaders, the data check and predict's folder input see the same listing."""
+    root = tmp_path / "data"
+    _tree(root, {"test/reddit/0_real/a.png": 1, "test/reddit/1_fake/b.png": 2})
+    _tree(tmp_path / "elsewhere", {"0_real/c.png": 3, "1_fake/d.png": 4})
+    (root / "test/mirror").symlink_to("reddit")  # sorts before reddit: the link must not win
+    (root / "test/twitter").symlink_to(tmp_path / "elsewhere")
+    (root / "test/twitter2").symlink_to(tmp_path / "elsewhere")
+    expected = ["test/reddit/0_real/a.png", "test/reddit/1_fake/b.png",
+                "test/twitter/0_real/c.png", "test/twitter/1_fake/d.png"]
+    ds = LabeledImages.from_split(root, "test", build_transform("test", 16))
+    assert _rel(ds.samples, root) == expected and [s.subset for s in ds.samples] == ["reddit"] * 2 + ["twitter"] * 2
+    report = analyze_dataset(root, splits=["test"], progress=False)
+    assert report["splits"]["test"]["images"] == 4
+    assert report["splits"]["test"]["subsets"].keys() == {"reddit", "twitter"}
+    files, _ = find_images([root / "test", root / "test/mirror"])
+    assert sorted(f.relative_to(root).as_posix() for f in files) == expected
+
+
+def test_glob_over_a_looped_tree_lists_each_image_once(tmp_path):
+    """`**` does not run around a link loop (glob.glob does, to the OS's link limit): 16 images stay 16, and the
+    glob keeps its meaning (any depth, names matched per folder, hidden and non-image files left out)."""
+    names = [f"{i:02d}.png" for i in range(16)]
+    for name in names:
+        _img(tmp_path / "imgs/sub" / name)
+    (tmp_path / "imgs/sub/loop").symlink_to("..")
+    _img(tmp_path / "imgs/top.png")
+    _img(tmp_path / "imgs/.cache/hidden.png")
+    (tmp_path / "imgs/sub/notes.txt").write_text("x")
+    files, root = find_images(str(tmp_path / "imgs/**/*.png"))
+    assert files == [tmp_path / "imgs/sub" / n for n in names] + [tmp_path / "imgs/top.png"]
+    assert root == tmp_path / "imgs"
+    files, _ = find_images(str(tmp_path / "imgs/*/0?.png"))
+    assert files == [tmp_path / "imgs/sub" / n for n in names[:10]]
+    assert len(find_images(tmp_path / "imgs")[0]) == 17
 
 
 def test_missing_split_and_bad_layout_are_clear_errors(tmp_path):

@@ -61,7 +61,14 @@ def test_alpha_task_explicit_value_is_used():
     (lambda r: r.update(alpha_distill=1.5), "`alpha_distill` must be <= 1, got 1.5"),
     (lambda r: r.update(alpha_task=-0.1), "`alpha_task` must be >= 0, got -0.1"),
     (lambda r: r.update(alpha_task=0.0, alpha_distill=0.0), "`alpha_task` and alpha_distill cannot both be 0"),
-    (lambda r: r["finetune"].update(epochs=-1), "`finetune.epochs` must be >= 0, got -1"),
+    (lambda r: r["finetune"].update(epochs=-1), "`finetune.epochs` must be >= 1, got -1"),
+    (lambda r: r["pretrain"].update(epochs=0), "`pretrain.epochs` must be >= 1, got 0"),
+    (lambda r: r["finetune"].update(epochs=0), "`finetune.epochs` must be >= 1, got 0"),
+    (lambda r: r["student"].update(epochs=0), "`student.epochs` must be >= 1, got 0"),
+    (lambda r: r["student"].update(epochs_s1=0), "`student.epochs_s1` must be >= 1, got 0"),
+    (lambda r: r["student"].update(epochs_s2=0), "`student.epochs_s2` must be >= 1, got 0"),
+    (lambda r: r.update(seed=2**32), "`seed` must be < 4294967296, got 4294967296"),
+    (lambda r: r["prepare_data"].update(seed=2**64), "`prepare_data.seed` must be < 4294967296"),
     (lambda r: r["finetune"].update(epochs="ten"), "`finetune.epochs` must be an integer, got 'ten'"),
     (lambda r: r["finetune"].update(epochs=2.5), "`finetune.epochs` must be an integer"),
     (lambda r: r["student"].update(lr=0), "`student.lr` must be > 0"),
@@ -106,6 +113,6 @@ def test_stage_flags_override_params_keys(tmp_path):
     p = stage_params("x", flags, ["--params", str(path), "--epochs", "3", "--checkpoint", "w.pth"])
     assert p.finetune.epochs == 3 and p.teacher.pretrained == "w.pth"
     assert p.finetune.lr == load_params(path).finetune.lr  # flags not given leave params alone
-    with pytest.raises(LadedaError, match="`finetune.epochs` must be >= 0"):
+    with pytest.raises(LadedaError, match="`finetune.epochs` must be >= 1"):
         stage_params("x", flags, ["--params", str(path), "--epochs", "-2"])
 

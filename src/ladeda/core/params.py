@@ -2,7 +2,7 @@
 
 `params.yaml` is the only source of values: no field has a default here, so a key missing from the
 file is an error that names it. `load_params(path)` returns a validated `Params`; every error is one
-line naming the dotted key, e.g. params.yaml: `finetune.epochs` must be >= 0, got -1.
+line naming the dotted key, e.g. params.yaml: `finetune.epochs` must be >= 1, got 0.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ TeacherName = Literal["wildrf", "forensynth", "finetuned", "default"]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Count = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[int, Field(ge=0)]
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # the range every RNG takes (numpy's is the narrowest)
 Positive = Annotated[float, Field(gt=0.0)]
 
 
@@ -44,7 +45,7 @@ class SplitCounts(Section):
 class PrepareDataParams(Section):
     """The embedded default dataset (`prepare_data`)."""
 
-    seed: NonNegative
+    seed: Seed
     image_size: Annotated[int, Field(ge=16, multiple_of=2)]
     source: SplitCounts
     target: SplitCounts
@@ -86,7 +87,7 @@ class TeacherParams(Section):
 class FitParams(Section):
     """One training run: epochs, optimiser, early stopping, validation batch."""
 
-    epochs: NonNegative
+    epochs: Count
     lr: Positive
     weight_decay: Annotated[float, Field(ge=0.0)]
     batch_size: Count
@@ -141,9 +142,9 @@ class StudentParams(FitParams):
     preprocess: Preprocess
     npr_scale: Positive
     schedule: Literal["single_stage", "two_stage"]
-    epochs_s1: NonNegative
+    epochs_s1: Count
     lr_s1: Positive
-    epochs_s2: NonNegative
+    epochs_s2: Count
     lr_s2: Positive
 
 
@@ -177,7 +178,7 @@ class PathsParams(Section):
 class Params(Section):
     """The whole `params.yaml`."""
 
-    seed: NonNegative
+    seed: Seed
     alpha_distill: Probability
     alpha_task: Optional[Probability]
     teacher_weights: TeacherName

@@ -1,9 +1,11 @@
 """The data check (`analyze_dataset`): what a dataset folder holds and what is wrong with it, before training.
 
 Blocking problems (nothing downstream can be trusted): no images, train/val/test missing or empty, one class
-only in train, val or test, unreadable files above a threshold. Warnings (reported, not blocking): a file
-format that predicts the label (e.g. all fakes PNG, all reals JPEG), exact duplicates across splits or with
-both labels, a few unreadable files, images smaller than the crop, skipped files, test subsets with one class.
+only in train, val or test, unreadable files above a threshold, test images smaller than the teacher can
+score (test images are scored at full size; train and val images are cropped, padded when small). Warnings
+(reported, not blocking): a file format that predicts the label (e.g. all fakes PNG, all reals JPEG), exact
+duplicates across splits or with both labels, a few unreadable files, images smaller than the crop, skipped
+files, test subsets with one class.
 """
 
 from __future__ import annotations
@@ -23,13 +25,18 @@ from ladeda.data.images import to_rgb
 from ladeda.core.errors import LadedaError
 
 MAX_LISTED = 50  # file lists in the report are cut at this length (their full count is kept)
+SHOWN = 10  # files named in a one-line message
+FULL_SIZE_SPLITS = ("test",)  # scored at each image's own size (the test transform), not cropped
 FORMAT_BIAS_TV = 0.5  # total-variation distance between the classes' format shares that counts as a bias
 
 
 def analyze_dataset(root: str | os.PathLike, max_unreadable_fraction: float = 0.01, crop_size: int | None = None,
-                    splits: Iterable[str] = SPLITS, progress: bool = True) -> dict[str, Any]:
+                    min_side: int | None = None, splits: Iterable[str] = SPLITS,
+                    progress: bool = True) -> dict[str, Any]:
     """Read every image under `root` (fully decoded, hashed) and return a JSON-ready report.
 
+    `min_side`: the smallest side the teacher scores (`ladeda.models.geometry.min_image_side`); test images
+    below it are blocking. None when there is no such limit (e.g. `data.load_size` resizes every image).
     `report["blocking"]` lists the problems that must stop the pipeline, `report["warnings"]` the others;
     paths in the report are relative to `root`.
     """
@@ -37,7 +44,7 @@ def analyze_dataset(root: str | os.PathLike, max_unreadable_fraction: float = 0.
     if not root.is_dir():
         raise LadedaError(f"data.root={root}: folder not found; {LAYOUT_HELP}")
     report: dict[str, Any] = {"root": str(root), "max_unreadable_fraction": max_unreadable_fraction,
-                              "crop_size": crop_size, "splits": {}}
+                              "crop_size": crop_size, "min_side": min_side, "splits": {}}
     hashes: dict[str, list[tuple[str, str, int]]] = defaultdict(list)  # digest -> [(split, relpath, label)]
     unreadable_all: list[dict] = []
     for split in splits:
@@ -45,7 +52,7 @@ def analyze_dataset(root: str | os.PathLike, max_unreadable_fraction: float = 0.
             report["splits"][split] = {"present": False}
             continue
         scan = scan_split(root, split)
-        info = _split_info(root, scan, crop_size, hashes, progress)
+        info = _split_info(root, scan, crop_size, min_side if split in FULL_SIZE_SPLITS else None, hashes, progress)
         unreadable_all += info["unreadable"]
         report["splits"][split] = info
     n_images = sum(s.get("images", 0) for s in report["splits"].values())
@@ -65,12 +72,12 @@ def analyze_dataset(root: str | os.PathLike, max_unreadable_fraction: float = 0.
     return report
 
 
-def _split_info(root: Path, scan, crop_size, hashes, progress) -> dict[str, Any]:
-    """Read the split's images: counts per subset/class, formats, sizes, unreadable files, content hashes."""
+def _split_info(root: Path, scan, crop_size, min_side, hashes, progress) -> dict[str, Any]:
+    """Read the split's images: counts per subset/class, formats, sizes, unreadable, small files, content hashes."""
     formats: dict[str, Counter] = {"real": Counter(), "fake": Counter()}
     modes: dict[str, Counter] = {"real": Counter(), "fake": Counter()}
     sizes: dict[str, list[tuple[int, int]]] = {"real": [], "fake": []}
-    unreadable, small = [], []
+    unreadable, small, unscorable = [], [], []
     for s in tqdm(scan.samples, desc=f"check {scan.split}", disable=not progress, leave=False):
         rel = os.path.relpath(s.path, root)
         cls = LABEL_NAMES[s.label]
@@ -92,6 +99,8 @@ def _split_info(root: Path, scan, crop_size, hashes, progress) -> dict[str, Any]
         sizes[cls].append(size)
         if crop_size is not None and min(size) < crop_size:
             small.append(rel)
+        if min_side is not None and min(size) < min_side:
+            unscorable.append(rel)
         hashes[hashlib.sha256(data).hexdigest()].append((scan.split, rel, s.label))
     counts = scan.counts()
     classes = {c: sum(v[c] for v in counts.values()) for c in ("real", "fake")}
@@ -106,6 +115,7 @@ def _split_info(root: Path, scan, crop_size, hashes, progress) -> dict[str, Any]
         "format_bias": _format_bias(formats),
         "unreadable": unreadable,
         "smaller_than_crop": len(small), "smaller_than_crop_files": small[:MAX_LISTED],
+        "smaller_than_min_side": len(unscorable), "smaller_than_min_side_files": unscorable[:MAX_LISTED],
         "skipped_non_image": len(scan.non_image),
         "unlabelled_images": len(scan.unlabelled),
         "skipped_files": [os.path.relpath(p, root) for p in (scan.non_image + scan.unlabelled)[:MAX_LISTED]],
@@ -172,16 +182,21 @@ def _problems(report: dict, n_images: int, n_bad: int, max_frac: float) -> tuple
         if info["smaller_than_crop"]:
             warnings.append(f"{root}/{split}: {info['smaller_than_crop']} images smaller than the crop "
                             f"({report['crop_size']}px) will be zero-padded")
+        if info["smaller_than_min_side"]:
+            side = report["min_side"]
+            blocking.append(f"{root}/{split}: {info['smaller_than_min_side']} images smaller than {side}x{side} "
+                            f"pixels, the least the teacher (teacher.arch) scores at full size: "
+                            f"{_listed(info['smaller_than_min_side_files'], info['smaller_than_min_side'])}; "
+                            f"remove or resize them")
         skipped = info["skipped_non_image"] + info["unlabelled_images"]
         if skipped:
             warnings.append(f"{root}/{split}: {info['skipped_non_image']} non-image files and "
                             f"{info['unlabelled_images']} images outside a class folder are not used")
     if n_bad:
         files = [u["path"] for s in report["splits"].values() for u in s.get("unreadable", [])]
-        listed = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
         frac = n_bad / max(n_images, 1)
         msg = (f"{n_bad} of {n_images} images unreadable ({frac:.1%}, data.max_unreadable_fraction="
-               f"{max_frac:g}): {listed}")
+               f"{max_frac:g}): {_listed(files, len(files))}")
         (blocking if frac > max_frac else warnings).append(msg)
     t = report["totals"]
     if t["duplicates_across_splits"]:
@@ -193,6 +208,11 @@ def _problems(report: dict, n_images: int, n_bad: int, max_frac: float) -> tuple
         warnings.append(f"{t['duplicates_with_both_labels']} identical files carry both labels, "
                         f"e.g. {' = '.join(ex[:2])}")
     return blocking, warnings
+
+
+def _listed(files: list[str], total: int) -> str:
+    """The first SHOWN of `total` files for a message, and how many more there are."""
+    return ", ".join(files[:SHOWN]) + (f" and {total - SHOWN} more" if total > SHOWN else "")
 
 
 def raise_on_blocking(report: dict, report_path: str | os.PathLike | None = None) -> None:

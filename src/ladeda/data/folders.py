@@ -11,6 +11,7 @@ Also here, for scoring arbitrary inputs (`ladeda predict`): `find_images` (files
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 from collections import Counter, defaultdict
@@ -91,15 +92,38 @@ def label_from_path(path: str | os.PathLike) -> int | None:
     return None
 
 
-def walk_files(folder: str | os.PathLike, *, followlinks: bool = False) -> Iterator[tuple[str, list[str]]]:
+def walk_files(folder: str | os.PathLike) -> Iterator[tuple[str, list[str]]]:
     """(folder path, sorted non-hidden file names) for `folder` and its non-hidden subfolders, in sorted order.
 
-    The one directory walk of the package, so datasets and predict skip the same files (.DS_Store,
-    ._AppleDouble, .git/...) in the same order.
+    The one directory walk of the package, so datasets, the data check and predict list the same files and
+    skip the same ones (.DS_Store, ._AppleDouble, .git/...) in the same order. Symlinked folders are followed
+    once: each folder (device, inode) is listed once, under its own path when it lies inside `folder` (a link
+    to a sibling adds nothing, a loop is not descended), else under the first link that reaches it. Files are
+    not merged: two names of one file (a file symlink, a hard link, DVC's symlink or hardlink cache for
+    identical images) stay two entries.
     """
+    own = {_folder_id(dirpath): dirpath for dirpath, _, _ in _sorted_walk(folder, followlinks=False)}
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in _sorted_walk(folder, followlinks=True):
+        key = _folder_id(dirpath)
+        if key in seen or own.get(key, dirpath) != dirpath:
+            dirnames.clear()  # listed elsewhere: do not descend
+            continue
+        seen.add(key)
+        yield dirpath, filenames
+
+
+def _sorted_walk(folder: str | os.PathLike, followlinks: bool) -> Iterator[tuple[str, list[str], list[str]]]:
+    """`os.walk` without hidden folders and files, names sorted; clearing the yielded `dirnames` prunes."""
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=followlinks):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        yield dirpath, sorted(name for name in filenames if not name.startswith("."))
+        yield dirpath, dirnames, sorted(name for name in filenames if not name.startswith("."))
+
+
+def _folder_id(path: str) -> tuple[int, int]:
+    """(device, inode) of a folder, whatever path or link reaches it."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[Path], Path]:
@@ -107,8 +131,9 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tupl
 
     Folders and globs keep files with an image extension (`ladeda.data.images.IMAGE_EXTENSIONS`) and
     skip hidden files and folders (names starting with '.'); a file named directly is always taken.
-    Order: sorted within each input, inputs in the order given, duplicates dropped. The common folder
-    is the deepest folder holding every file (heatmap paths are mirrored below it).
+    Folders and globs are listed by `walk_files`, so symlinked folders are followed once. Order: sorted
+    within each input, inputs in the order given, duplicates (the same name in the same real folder)
+    dropped. The common folder is the deepest folder holding every file (heatmap paths are mirrored below it).
     """
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     files: dict[str, Path] = {}
@@ -119,23 +144,39 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tupl
         elif path.is_dir():
             found = _images_under(path)
         elif glob.has_magic(str(spec)):
-            found = sorted(Path(p) for p in glob.glob(str(spec), recursive=True)
-                           if os.path.isfile(p) and is_image(p) and not _hidden(Path(p)))
+            found = _glob_images(str(spec))
         else:
             raise LadedaError(f"--input {spec}: no such file or folder; give an image, a folder or a quoted "
                               f"glob such as 'photos/**/*.jpg'")
         for f in found:
-            files.setdefault(os.path.abspath(f), f)
+            files.setdefault(os.path.join(os.path.realpath(f.parent), f.name), f)
     if not files:
         raise LadedaError(f"no image files found in {', '.join(map(str, specs))} (looked for "
                           f"{' '.join(sorted(IMAGE_EXTENSIONS))}); point --input at a folder of images")
-    root = Path(os.path.commonpath([os.path.dirname(a) for a in files]))
+    root = Path(os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files.values()]))
     return list(files.values()), root
 
 
-def _hidden(path: Path) -> bool:
-    """True when any part of `path` is hidden (starts with '.'), so globs skip what folder walks skip."""
-    return any(part.startswith(".") and part not in (".", "..") for part in path.parts)
+def _glob_images(pattern: str) -> list[Path]:
+    """The image files matching a glob (`*`, `?`, `[...]` within a name; `**` any folders), sorted.
+
+    Listed by `walk_files` from the pattern's fixed leading folders, not by `glob.glob`, which follows a
+    symlink loop under `**` until the system's link limit (and blows up exponentially with two loops).
+    """
+    parts = Path(pattern).parts
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base, rest = Path(*parts[:fixed]), parts[fixed:]
+    return sorted(Path(dirpath) / name for dirpath, names in walk_files(base) for name in names
+                  if is_image(name) and _glob_match(Path(dirpath, name).relative_to(base).parts, rest))
+
+
+def _glob_match(parts: Sequence[str], pattern: Sequence[str]) -> bool:
+    """Whether path `parts` match glob `pattern` parts: fnmatch name by name, `**` for zero or more folders."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_glob_match(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatch(parts[0], pattern[0]) and _glob_match(parts[1:], pattern[1:])
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -154,7 +195,7 @@ def scan_split(root: str | os.PathLike, split: str, exclude: Iterable[str] = ())
         raise LadedaError(f"{split_dir}: split folder not found; {LAYOUT_HELP}")
     excluded = {str(Path(p)) for p in exclude}
     scan = SplitScan(root=str(root_p), split=split)
-    for dirpath, filenames in walk_files(split_dir, followlinks=True):
+    for dirpath, filenames in walk_files(split_dir):
         rel_parts = Path(dirpath).relative_to(split_dir).parts
         labels = [(i, class_label(p)) for i, p in enumerate(rel_parts) if class_label(p) is not None]
         if len(labels) > 1:

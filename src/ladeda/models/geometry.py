@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ladeda.models import build_model
 from ladeda.models.ladeda import LaDeDa
 from ladeda.models.tiny import TinyLaDeDa
 
@@ -54,3 +55,13 @@ def patch_geometry(model: nn.Module) -> PatchGeometry:
         min_size = size + size % 2 if name == "NPR" else size
         return PatchGeometry(stride, size, 0, stride, size, min_size, crop_even=name == "NPR")
     return PatchGeometry(stride, size + 2, -1, stride, size, size)  # 3x3 filter with zero padding
+
+
+def min_image_side(arch: str, preprocess: str) -> int:
+    """The smallest image side `arch` with input filter `preprocess` scores at full size in the pipeline.
+
+    The data loaders' test transform drops the last row / column of an odd side (`EvenCrop`), so it is the
+    model's `min_size` rounded up to even: LaDeDa9 needs 10x10 (a 9x9 image becomes 8x8), TinyLaDeDa 6x6.
+    """
+    size = patch_geometry(build_model(arch, preprocess, width=1)).min_size
+    return size + size % 2
