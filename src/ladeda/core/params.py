@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -98,23 +98,28 @@ class FitParams(Section):
     bn_momentum: Optional[Annotated[float, Field(gt=0.0, le=1.0)]]  # null keeps the official momenta
 
 
-def _band(section: Section, name: str, low: str, high: str) -> Section:
-    """An AUC band's thresholds must be ordered: `{name}.{low}` <= `{name}.{high}`."""
-    if getattr(section, low) > getattr(section, high):
-        raise ValueError(f"`{name}.{low}` must satisfy {name}.{low} <= {name}.{high}")
-    return section
+class BandParams(Section):
+    """An AUC band's two thresholds (named by LOW and HIGH) must be ordered: low <= high."""
 
-
-class DiagnoseParams(Section):
-    """AUC bands of the pretrained teacher: good > `good`, marginal in [`bad`, `good`], bad < `bad`."""
-
-    good: Probability
-    bad: Probability
-    batch_size: Count
+    SECTION: ClassVar[str]
+    LOW: ClassVar[str]
+    HIGH: ClassVar[str]
 
     @model_validator(mode="after")
     def _ordered(self):
-        return _band(self, "diagnose", "bad", "good")
+        low, high = f"{self.SECTION}.{self.LOW}", f"{self.SECTION}.{self.HIGH}"
+        if getattr(self, self.LOW) > getattr(self, self.HIGH):
+            raise ValueError(f"`{low}` must satisfy {low} <= {high}")
+        return self
+
+
+class DiagnoseParams(BandParams):
+    """AUC bands of the pretrained teacher: good > `good`, marginal in [`bad`, `good`], bad < `bad`."""
+
+    SECTION, LOW, HIGH = "diagnose", "bad", "good"
+    good: Probability
+    bad: Probability
+    batch_size: Count
 
 
 class FinetuneParams(FitParams):
@@ -124,16 +129,13 @@ class FinetuneParams(FitParams):
     unfreeze_blocks: Annotated[int, Field(ge=0, le=4)]  # 0 = head only, 4 = every stage
 
 
-class EvaluateTeacherParams(Section):
+class EvaluateTeacherParams(BandParams):
     """Distillation recommendation: ready >= `ready`, limited in [`skip`, `ready`), skip < `skip`."""
 
+    SECTION, LOW, HIGH = "evaluate_teacher", "skip", "ready"
     ready: Probability
     skip: Probability
     batch_size: Count
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        return _band(self, "evaluate_teacher", "skip", "ready")
 
 
 class StudentParams(FitParams):
