@@ -26,7 +26,7 @@ def test_our_checkpoint_round_trip(tmp_path):
     assert ckpt["npr_scale"] == pytest.approx(2 / 3) and ckpt["image_size"] == 64
     assert ckpt["metrics"]["auc"] == 0.8 and ckpt["finetuned"] is True
     assert ckpt["normalization"]["mean"] == [0.485, 0.456, 0.406]
-    assert {"git_commit", "torch", "ladeda"} <= set(ckpt["provenance"]) and "time" not in ckpt["provenance"]
+    assert set(ckpt["provenance"]) == {"ladeda", "torch", "python"}  # nothing that varies without the inputs
     loaded = load_model(path)
     assert isinstance(loaded, LaDeDa9) and loaded.width == 8 and not loaded.training
     assert same_outputs(model, loaded)

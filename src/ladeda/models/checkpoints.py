@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +20,13 @@ FORMAT = "ladeda-checkpoint"
 
 
 def provenance() -> dict[str, str]:
-    """Where a checkpoint came from: git commit (HEAD when it was trained) and library versions.
+    """Which software wrote a checkpoint: library versions.
 
-    No wall-clock time: the same inputs give the same checkpoint bytes, so DVC sees no change on a rerun.
+    Nothing that changes without the inputs changing (no wall-clock time, no git HEAD: committing
+    results would change the bytes): the same inputs give the same checkpoint bytes, so a rerun changes
+    nothing DVC tracks. The exact code is in dvc.lock, which records the hash of every source folder.
     """
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=False).stdout.strip()
-    except OSError:
-        commit = ""
-    return {
-        "git_commit": commit or "unknown",
-        "ladeda": ladeda.__version__,
-        "torch": str(torch.__version__),
-        "python": platform.python_version(),
-    }
+    return {"ladeda": ladeda.__version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
 def model_meta(model: nn.Module) -> dict[str, Any]:
