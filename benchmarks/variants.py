@@ -7,6 +7,7 @@ the spread of each AUC across the variants of a seed. Paste it into the README.
 
     .venv/bin/python benchmarks/variants.py                       # seeds 0 1 2, every variant, 2 at a time
     .venv/bin/python benchmarks/variants.py --seeds 0 --jobs 1 --json variants.json
+    .venv/bin/python benchmarks/variants.py --until evaluate_teacher --set finetune.ema=0.99   # try a change
 
 Variants: the native kernels with 1 and 2 threads, ATen's AVX2 and scalar (`default`) kernels, and
 oneDNN limited to AVX2 (each with 1 thread). Two single-thread runs at a time keep both cores busy,
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -43,29 +45,35 @@ AUCS = ("diagnose_val", "finetuned_val", "teacher_test", "student_test")
 DECISIONS = ("band", "finetuned", "recommendation")
 
 
-def run_one(seed: int, variant: str, workdir: Path) -> dict:
-    """Clone HEAD, set the data seed, `dvc repro -f` under the variant's environment, collect the metrics."""
+def run_one(seed: int, variant: str, workdir: Path, overrides: dict[str, object], until: str) -> dict:
+    """Clone HEAD, set the data seed and overrides, `dvc repro -f` under the variant's environment, collect
+    the metrics."""
     clone = workdir / f"seed{seed}-{variant.split(',')[0].replace(' ', '_')}-{VARIANTS[variant]['OMP_NUM_THREADS']}t"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     params_file = clone / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
-    params["prepare_data"]["seed"] = seed
+    for key, value in {"prepare_data.seed": seed, **overrides}.items():
+        *parents, leaf = key.split(".")
+        section = params
+        for name in parents:
+            section = section[name]
+        section[leaf] = value
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, **VARIANTS[variant], "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(clone / "src"),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     t0 = time.perf_counter()
-    proc = subprocess.run(["dvc", "repro", "-f"], cwd=clone, env=env, capture_output=True, text=True,
+    proc = subprocess.run(["dvc", "repro", "-f", until], cwd=clone, env=env, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         return {"seed": seed, "variant": variant, "error": proc.stderr.strip().splitlines()[-1:]}
-    m = {name: json.loads((clone / f"metrics/{name}.json").read_text())
+    m = {name: json.loads(path.read_text()) if (path := clone / f"metrics/{name}.json").is_file() else {}
          for name in ("diagnose", "finetune_teacher", "evaluate_teacher", "evaluate_student")}
     row = {"seed": seed, "variant": variant, "seconds": round(seconds),
            "diagnose_val": m["diagnose"]["val_auc"], "band": m["diagnose"]["band"],
            "finetuned": m["finetune_teacher"]["finetuned"], "finetuned_val": m["evaluate_teacher"]["val_auc"],
            "teacher_test": m["evaluate_teacher"]["test_auc"], "recommendation": m["evaluate_teacher"]["recommendation"],
-           "student_test": m["evaluate_student"]["student_test_auc"]}
+           "student_test": m["evaluate_student"].get("student_test_auc", math.nan)}
     print(f"seed {seed}, {variant}: " + ", ".join(f"{k} {row[k]:.4f}" for k in AUCS), flush=True)
     return row
 
@@ -95,15 +103,24 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="prepare_data.seed values")
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="params to change in every run (dotted keys, YAML values), e.g. finetune.ema=0.99")
+    ap.add_argument("--until", default="evaluate_student", help="the last stage to run (default: the whole pipeline)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = ap.parse_args()
-    print(f"machine: {machine_description()}", flush=True)
+    print(f"machine: {machine_description()}; changed params: {overrides or 'none'}", flush=True)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set {item}: use KEY=VALUE, e.g. finetune.ema=0.99")
+        overrides[key] = yaml.safe_load(value)
     pairs = [(s, v) for s in args.seeds for v in args.variants]
     with tempfile.TemporaryDirectory(prefix="ladeda-variants-") as tmp, ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda sv: run_one(sv[0], sv[1], Path(tmp)), pairs))
+        rows = list(pool.map(lambda sv: run_one(sv[0], sv[1], Path(tmp), overrides, args.until), pairs))
     print("\n" + markdown(rows))
     if args.json:
-        write_json(args.json, {"machine": machine_description(), "rows": rows})
+        write_json(args.json, {"machine": machine_description(), "changed_params": overrides, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -93,8 +93,10 @@ class FitParams(Section):
     batch_size: Count
     val_batch_size: Count
     patience: NonNegative
-    lr_factor: Annotated[float, Field(gt=0.0, lt=1.0)]
+    lr_factor: Annotated[float, Field(gt=0.0, lt=1.0)]  # plateau schedule only
     lr_patience: NonNegative
+    lr_schedule: Literal["plateau", "cosine"]
+    ema: Annotated[float, Field(ge=0.0, lt=1.0)]  # per-step decay of the weight average; 0 = off
     bn_momentum: Optional[Annotated[float, Field(gt=0.0, le=1.0)]]  # null keeps the official momenta
 
 

@@ -69,7 +69,7 @@ def train_student(student: nn.Module, teacher: nn.Module | None, phases: list[Ph
 
         config = FitConfig(epochs=phase.epochs, lr=phase.lr, weight_decay=s.weight_decay, patience=s.patience,
                            lr_factor=s.lr_factor, lr_patience=s.lr_patience, seed=seed,
-                           extra={"phase": phase.__dict__, **(extra or {})})
+                           lr_schedule=s.lr_schedule, ema=s.ema, extra={"phase": phase.__dict__, **(extra or {})})
         step = make_distill_step(teacher, phase.alpha_task, phase.alpha_distill)
         result = fit(student, train_loader, val_loader, config, step_fn=step, on_best=best, log_epoch=log,
                      last_path=f"{resume_dir}/{phase.name}.pt" if resume_dir else None,

@@ -1,5 +1,6 @@
-"""The fit loop every training stage uses: Adam, ReduceLROnPlateau and early stopping on validation AUC,
-best checkpoint, per-epoch logging, and an atomically written `last` checkpoint for exact resumption."""
+"""The fit loop every training stage uses: Adam, a learning-rate schedule (ReduceLROnPlateau on validation AUC,
+or cosine), optional weight averaging (EMA), early stopping on validation AUC, best checkpoint, per-epoch
+logging, and an atomically written `last` checkpoint for exact resumption."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ladeda.core.errors import LadedaError
@@ -46,13 +48,16 @@ class FitConfig:
     lr_factor: float = 0.5
     lr_patience: int = 2
     seed: int = 0
+    lr_schedule: str = "plateau"  # plateau: ReduceLROnPlateau on val AUC | cosine: to 0 over `epochs`, per epoch
+    ema: float = 0.0  # per-step decay of an exponential moving average of the weights; 0 = off
     extra: dict = field(default_factory=dict)  # also must match to resume: params, upstream input digests
 
     @classmethod
     def from_section(cls, section, seed: int, **extra) -> "FitConfig":
         """The config of a params section (pretrain, finetune, student); `extra` must also match to resume."""
         return cls(epochs=section.epochs, lr=section.lr, weight_decay=section.weight_decay, patience=section.patience,
-                   lr_factor=section.lr_factor, lr_patience=section.lr_patience, seed=seed, extra=extra)
+                   lr_factor=section.lr_factor, lr_patience=section.lr_patience, seed=seed,
+                   lr_schedule=section.lr_schedule, ema=section.ema, extra=extra)
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.__dict__, sort_keys=True, default=str)
@@ -120,13 +125,17 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
     A resumed run calls `on_best` again with the saved best weights, since DVC clears a stage's outputs
     before rerunning it. Every epoch reseeds all RNGs from (seed, epoch), so a resumed run draws
     exactly the numbers an uninterrupted one would.
+    With `config.ema` > 0 the validation, `on_best` and the returned model use the moving average of the
+    weights (BatchNorm statistics included) instead of the last step's: it smooths away the step-to-step
+    noise that float rounding on another CPU would otherwise amplify into a different model.
     """
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
         raise LadedaError(f"{desc}: nothing to train (every parameter is frozen)")
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.lr_factor,
-                                                           patience=config.lr_patience)
+    scheduler = _scheduler(optimizer, config)
+    averaged = _averaged(model, config.ema)
+    evaluated = averaged.module if averaged else model  # what is validated, checkpointed and returned
     stopper = EarlyStopping(config.patience)
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {}  # {"state": state dict, "row": metrics} of the best epoch so far
@@ -141,16 +150,18 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            if averaged:
+                averaged.load_state_dict(state["averaged"])
             stopper.load_state_dict(state["early_stopping"])
             history = list(state["history"])
             start_epoch = int(state["epoch"])
             best = state["best"]
             print(f"{desc}: resuming after epoch {start_epoch} from {last_path}")
             if on_best and best:
-                current = {k: v.clone() for k, v in model.state_dict().items()}
-                model.load_state_dict(best["state"])
-                on_best(model, int(best["row"]["epoch"]), best["row"])
-                model.load_state_dict(current)
+                current = {k: v.clone() for k, v in evaluated.state_dict().items()}
+                evaluated.load_state_dict(best["state"])
+                on_best(evaluated, int(best["row"]["epoch"]), best["row"])
+                evaluated.load_state_dict(current)
         else:
             print(f"{desc}: {last_path} is from different params or upstream inputs; starting fresh")
     for row in history:
@@ -179,6 +190,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if averaged:
+                averaged.update_parameters(model)
             b = len(y)
             n += b
             for k, v in {"loss": value, **terms}.items():
@@ -186,30 +199,52 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
             bar.set_postfix(loss=f"{sums['loss'] / n:.4f}")
         if n == 0:
             raise LadedaError(f"{desc}: the training split is empty")
-        val = detection_metrics(*_labels_logits(model, val_loader, device), name=f"{desc} validation split")
+        val = detection_metrics(*_labels_logits(evaluated, val_loader, device), name=f"{desc} validation split")
         lr = optimizer.param_groups[0]["lr"]
         row = {"epoch": epoch, **{f"train_{k}": v / n for k, v in sums.items()},
                "val_auc": val["auc"], "val_ap": val["ap"], "val_acc": val["acc"], "lr": lr}
         improved = stopper.step(val["auc"], epoch)
-        scheduler.step(val["auc"])
+        if config.lr_schedule == "plateau":
+            scheduler.step(val["auc"])
+        else:
+            scheduler.step()
         history.append(row)
         print(f"{desc} epoch {epoch}/{config.epochs}: loss {row['train_loss']:.4f}  val AUC {val['auc']:.4f}  "
               f"AP {val['ap']:.4f}  lr {lr:.2g}" + ("  *best*" if improved else ""))
         if improved:
-            best = {"state": {k: v.detach().clone() for k, v in model.state_dict().items()}, "row": row}
+            best = {"state": {k: v.detach().clone() for k, v in evaluated.state_dict().items()}, "row": row}
             if on_best:
-                on_best(model, epoch, row)
+                on_best(evaluated, epoch, row)
         if log_epoch:
             log_epoch(row)
         stopped_early = stopper.should_stop
         if last_path:
-            _save_last(last_path, model, optimizer, scheduler, stopper, history, best, epoch, fingerprint)
+            _save_last(last_path, model, optimizer, scheduler, averaged, stopper, history, best, epoch, fingerprint)
         if on_epoch_end:
             on_epoch_end(epoch)
     if last_path and not keep_last:
         last_path.unlink(missing_ok=True)
+    if averaged:  # the model leaves as what was validated (a next phase continues from the average)
+        model.load_state_dict(evaluated.state_dict())
     return FitResult(stopper.best, stopper.best_epoch, epoch, history, stopped_early and epoch < config.epochs,
                      start_epoch, time.perf_counter() - t0)
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: FitConfig):
+    """ReduceLROnPlateau on validation AUC (the official recipe), or cosine annealing to 0 over the epochs."""
+    if config.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.lr_factor,
+                                                          patience=config.lr_patience)
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    raise LadedaError(f"unknown lr_schedule {config.lr_schedule!r}: use plateau or cosine")
+
+
+def _averaged(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An EMA copy of `model` (parameters and buffers) updated after every step, or None when decay is 0."""
+    if decay == 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _labels_logits(model: nn.Module, loader: Iterable, device) -> tuple[np.ndarray, np.ndarray]:
@@ -225,7 +260,8 @@ def _reseed_loader(loader: Any, seed: int) -> None:
             gen.manual_seed(seed)
 
 
-def _save_last(path: Path, model, optimizer, scheduler, stopper, history, best, epoch, fingerprint) -> None:
+def _save_last(path: Path, model, optimizer, scheduler, averaged, stopper, history, best, epoch, fingerprint) -> None:
     save_torch({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "averaged": averaged.state_dict() if averaged else None,
                 "early_stopping": stopper.state_dict(), "history": history, "best": best}, path)
