@@ -108,13 +108,13 @@ def main() -> None:
     ap.add_argument("--until", default="evaluate_student", help="the last stage to run (default: the whole pipeline)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = ap.parse_args()
-    print(f"machine: {machine_description()}; changed params: {overrides or 'none'}", flush=True)
     overrides = {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             ap.error(f"--set {item}: use KEY=VALUE, e.g. finetune.ema=0.99")
         overrides[key] = yaml.safe_load(value)
+    print(f"machine: {machine_description()}; changed params: {overrides or 'none'}", flush=True)
     pairs = [(s, v) for s in args.seeds for v in args.variants]
     with tempfile.TemporaryDirectory(prefix="ladeda-variants-") as tmp, ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda sv: run_one(sv[0], sv[1], Path(tmp), overrides, args.until), pairs))

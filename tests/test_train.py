@@ -51,6 +51,59 @@ def test_scheduler_lowers_lr_on_plateau(monkeypatch):
     assert lrs[:4] == [1e-3] * 4 and lrs[4] == pytest.approx(1e-4)
 
 
+def test_cosine_schedule_follows_the_epochs_not_the_validation_auc(monkeypatch):
+    """Cosine annealing to 0 over `epochs`, stepped once per epoch, whatever the validation AUC does."""
+    import math
+
+    seq = iter([0.5, 0.6, 0.6, 0.6, 0.6])
+    monkeypatch.setattr("ladeda.training.fit.detection_metrics",
+                        lambda labels, logits, name: {"auc": next(seq), "ap": 0.5, "acc": 0.5})
+    train, val = pattern_loaders(n_train=8, n_val=8, size=16, batch_size=8)
+    result = fit(TinyLaDeDa("raw"), train, val, FitConfig(epochs=5, lr=1e-3, patience=10, lr_patience=0,
+                                                          lr_schedule="cosine"))
+    expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * e / 5)) for e in range(5)]
+    assert [row["lr"] for row in result.history] == pytest.approx(expected)
+
+
+def test_weight_averaging_validates_saves_and_returns_the_moving_average(loaders):
+    """With ema > 0, on_best and the returned model hold the EMA of the weights after every step
+    (the first step's weights, then ema * average + (1 - ema) * weights), not the last step's."""
+    train, val = loaders
+    seed_everything(0)
+    model = TinyLaDeDa("NPR")
+    names = [n for n, _ in model.named_parameters()]
+    after_step = []  # the weights after each optimiser step: seen at the next step and at the epoch's end
+
+    def recording_step(m, x, y):
+        after_step.append({n: p.detach().clone() for n, p in m.named_parameters()})
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(m(x), y.float())
+        return loss, {"bce": loss.item()}
+
+    live_at_best, bests = [], []
+
+    def on_best(m, epoch, row):
+        bests.append({n: p.detach().clone() for n, p in m.named_parameters()})
+        live_at_best.append({n: p.detach().clone() for n, p in model.named_parameters()})
+
+    result = fit(model, train, val, FitConfig(epochs=2, lr=2e-2, patience=10, ema=0.8), step_fn=recording_step,
+                 on_best=on_best, on_epoch_end=lambda e: after_step.append(
+                     {n: p.detach().clone() for n, p in model.named_parameters()}))
+    # step_fn saw the weights before each step; drop the initial ones and the duplicate at the epoch boundary
+    steps_per_epoch = len(train)
+    weights = after_step[1:steps_per_epoch] + [after_step[steps_per_epoch]] \
+        + after_step[steps_per_epoch + 2:]
+    assert len(weights) == 2 * steps_per_epoch
+    average = dict(weights[0])
+    for w in weights[1:]:
+        average = {n: 0.8 * average[n] + 0.2 * w[n] for n in names}
+    final = dict(model.named_parameters())
+    for n in names:
+        torch.testing.assert_close(final[n].detach(), average[n], rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(weights[-1][n], final[n]) for n in names), "the average differs from the last step"
+    assert result.epochs_run == 2 and bests
+    assert any(not torch.equal(bests[-1][n], live_at_best[-1][n]) for n in names), "on_best gets the average"
+
+
 def test_fit_learns_and_calls_best_and_log_callbacks(loaders):
     train, val = loaders
     seed_everything(0)
@@ -110,7 +163,8 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("lr_schedule, ema", [("plateau", 0.0), ("cosine", 0.9)])
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, lr_schedule, ema):
     def run(last_path, stop_after=None, seed_model=0):
         train, val = pattern_loaders(seed=3)
         torch.manual_seed(seed_model)
@@ -121,7 +175,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
             if epoch == stop_after:
                 raise Interrupt
 
-        cfg = FitConfig(epochs=5, lr=5e-3, patience=10, seed=7)
+        cfg = FitConfig(epochs=5, lr=5e-3, patience=10, seed=7, lr_schedule=lr_schedule, ema=ema)
         res = fit(model, train, val, cfg, last_path=last_path, on_epoch_end=hook, log_epoch=rows.append,
                   on_best=lambda m, e, r: bests.append((e, snapshot(m))))
         return model, res, rows, bests
