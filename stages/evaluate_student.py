@@ -41,7 +41,8 @@ def main() -> None:
     result["auc_ratio"] = s_auc / t_auc
     result["student_vs_teacher"] = student_vs_teacher(scores["student"], scores["teacher"])
     result["student_vs_teacher_text"] = describe_difference(result["student_vs_teacher"], "student", "teacher")
-    result["patch_agreement"] = patch_agreement(scores["student"].patch_maps, scores["teacher"].patch_maps)
+    agreement = patch_agreement(scores["student"].patch_maps, scores["teacher"].patch_maps)
+    result["patch_agreement"], result["patch_agreement_spearman"] = agreement["pearson"], agreement["spearman"]
     h = w = p.data.load_size or p.data.crop_size
     configure_threads()  # only the idle cores: busy ones make OpenMP threads stall each other
     eff = {"height": h, "width": w, "batch_size": p.evaluate.latency_batch, "machine": machine_description()}
@@ -57,7 +58,8 @@ def main() -> None:
     summary = {"student_test_auc": s_auc, "teacher_test_auc": t_auc, "auc_ratio": result["auc_ratio"],
                "auc_difference": diff["difference"], "auc_difference_ci_low": diff["ci_low"],
                "auc_difference_ci_high": diff["ci_high"], "auc_difference_p_value": diff["p_value"],
-               "auc_difference_significant": diff["significant"], "patch_agreement": result["patch_agreement"]}
+               "auc_difference_significant": diff["significant"], "patch_agreement": result["patch_agreement"],
+               "patch_agreement_spearman": result["patch_agreement_spearman"]}
     # Quality metrics are deterministic; measured speed lives apart so `dvc metrics diff` stays meaningful.
     write_metrics("evaluate_student", {**summary, **result})
     write_timings("evaluate_student", eff)

@@ -1,9 +1,14 @@
 """Distillation geometry (dense align == the official per-patch recipe), the loss weights, gates and the schedule."""
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from ladeda.distillation.loss import align, distill_loss, make_distill_step, patch_agreement
+from ladeda.distillation.monitor import loss_shares
+from ladeda.distillation.targets import TARGETS, measure_scale, target_scale
 from ladeda.core.errors import LadedaError
 from ladeda.pipeline.gates import diagnose_band, distill_recommendation, finetune_decision
 from ladeda.models import LaDeDa9, TinyLaDeDa
@@ -11,7 +16,7 @@ from ladeda.core.params import params_from_dict
 from ladeda.distillation.schedule import plan_schedule, train_student
 from helpers import project_params
 
-from conftest import pattern_loaders
+from conftest import PatternImages, pattern_loaders
 from test_models import randomise_bn
 
 
@@ -68,18 +73,18 @@ def test_alpha_zero_disables_a_term_exactly():
     s = torch.randn(4, 1, 30, 30, requires_grad=True)
     t = torch.randn(4, 1, 7, 7)
     y = torch.tensor([0, 1, 0, 1])
-    only_bce, terms = distill_loss(s, t, y, alpha_task=1.0, alpha_distill=0.0)
+    only_bce, terms = distill_loss(s, t, y, alpha_task=1.0, alpha_distill=0.0, target="raw")
     assert only_bce.item() == terms["bce"] and terms["mse"] > 0
-    only_mse, terms = distill_loss(s, t, y, alpha_task=0.0, alpha_distill=1.0)
+    only_mse, terms = distill_loss(s, t, y, alpha_task=0.0, alpha_distill=1.0, target="raw")
     assert only_mse.item() == pytest.approx(terms["mse"], rel=1e-6)
-    mixed, terms = distill_loss(s, t, y, alpha_task=0.7, alpha_distill=0.3)
+    mixed, terms = distill_loss(s, t, y, alpha_task=0.7, alpha_distill=0.3, target="raw")
     assert mixed.item() == pytest.approx(0.7 * terms["bce"] + 0.3 * terms["mse"], rel=1e-6)
     # No MSE gradient leaks in with alpha_distill = 0: the gradient is uniform over each image's cells.
     only_bce.backward()
     g = s.grad
     assert torch.allclose(g, g[:, :, :1, :1].expand_as(g))
     with pytest.raises(LadedaError, match="needs a teacher"):
-        distill_loss(s, None, y, alpha_task=0.5, alpha_distill=0.5)
+        distill_loss(s, None, y, alpha_task=0.5, alpha_distill=0.5, target="raw")
 
 
 def test_patch_agreement_is_one_for_a_student_that_copies_the_teacher():
@@ -92,8 +97,10 @@ def test_patch_agreement_is_one_for_a_student_that_copies_the_teacher():
             for j in range(7):
                 s[4 * i:4 * i + 3, 4 * j:4 * j + 3] = float(m[i, j])
         copies.append(s.numpy())
-    assert patch_agreement(copies, t) == pytest.approx(1.0, abs=1e-6)
-    assert abs(patch_agreement([torch.randn(30, 30).numpy() for _ in range(3)], t)) < 0.3
+    assert patch_agreement(copies, t)["pearson"] == pytest.approx(1.0, abs=1e-6)
+    assert patch_agreement(copies, t)["spearman"] == pytest.approx(1.0, abs=1e-6)
+    noise = patch_agreement([torch.randn(30, 30).numpy() for _ in range(3)], t)
+    assert abs(noise["pearson"]) < 0.3 and abs(noise["spearman"]) < 0.3
 
 
 @pytest.mark.parametrize("auc,band", [(0.9, "good"), (0.651, "good"), (0.65, "marginal"), (0.6, "marginal"),
@@ -137,7 +144,7 @@ def test_schedules_and_the_skip_gate():
 
 
 def test_skip_gate_step_is_bce_only():
-    step = make_distill_step(None, 1.0, 0.0)
+    step = make_distill_step(None, 1.0, 0.0, target="standardized")  # no teacher: no scale needed
     loss, terms = step(TinyLaDeDa(), torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))
     assert set(terms) == {"bce"} and loss.item() == terms["bce"]
 
@@ -147,9 +154,10 @@ def test_distill_step_uses_the_teachers_own_patch_maps():
     torch.manual_seed(5)
     teacher, student = randomise_bn(LaDeDa9(width=4)), TinyLaDeDa()
     x, y = torch.randn(3, 3, 40, 40), torch.tensor([0, 1, 1])
-    loss, terms = make_distill_step(teacher, 0.5, 0.5)(student, x, y)
+    loss, terms = make_distill_step(teacher, 0.5, 0.5, target="raw")(student, x, y)
     with torch.no_grad():
-        expected, expected_terms = distill_loss(student.patch_map(x), teacher.eval().patch_map(x), y, 0.5, 0.5)
+        expected, expected_terms = distill_loss(student.patch_map(x), teacher.eval().patch_map(x), y, 0.5, 0.5,
+                                                target="raw")
     assert terms["mse"] == pytest.approx(expected_terms["mse"], rel=1e-4)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4) and loss.requires_grad
 
@@ -164,10 +172,200 @@ def test_teacher_is_bit_identical_after_two_stage_training():
     student = TinyLaDeDa()
     rows = []
     results = train_student(student, teacher, plan_schedule(s, 0.5, 0.5, True), train, val, s, seed=0,
-                            log_epoch=rows.append)
+                            target="raw", log_epoch=rows.append)
     assert [ph.name for ph, _ in results] == ["stage1", "stage2"]
     assert [r["epoch"] for r in rows] == [1, 2], "epochs are numbered across phases"
     assert all("train_mse" in r for r in rows)
     for key, value in before.items():
         assert torch.equal(value, teacher.state_dict()[key]), key
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+
+
+# The distillation target space: raw (official) | standardized (teacher sigma) | probability (sigmoids).
+
+def loss_inputs(seed=6):
+    """A student map (30x30, requires grad), a logit-sized teacher map (7x7) and labels."""
+    torch.manual_seed(seed)
+    s = (3 * torch.randn(4, 1, 30, 30)).requires_grad_()
+    return s, 6 * torch.randn(4, 1, 7, 7) - 2, torch.tensor([0, 1, 0, 1])
+
+
+def image_bce(s, y):
+    return F.binary_cross_entropy_with_logits(s.mean(dim=(1, 2, 3)), y.float())
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_alpha_distill_zero_leaves_the_term_out_for_every_target(target):
+    s, t, y = loss_inputs()
+    total, terms = distill_loss(s, t, y, alpha_task=0.7, alpha_distill=0.0, target=target, scale=2.5)
+    bce = image_bce(s, y)
+    assert total.item() == (0.7 * bce).item() and terms["mse"] > 0
+    (grad,) = torch.autograd.grad(total, s)
+    (bce_grad,) = torch.autograd.grad(0.7 * bce, s)
+    assert torch.equal(grad, bce_grad), "no gradient from the distillation term"
+
+
+def test_raw_target_is_the_official_loss_unchanged():
+    s, t, y = loss_inputs()
+    total, terms = distill_loss(s, t, y, 0.95, 0.05, target="raw")
+    bce, mse = image_bce(s, y), F.mse_loss(F.avg_pool2d(s, 3, stride=4), t)
+    assert terms == {"bce": bce.item(), "mse": mse.item()}
+    assert total.item() == pytest.approx(0.95 * bce.item() + 0.05 * mse.item(), rel=1e-6)
+
+
+def test_standardized_target_is_the_raw_mse_over_sigma_squared():
+    s, t, y = loss_inputs()
+    sigma = 3.7
+    _, raw = distill_loss(s, t, y, 0.9, 0.1, target="raw")
+    total, std = distill_loss(s, t, y, 0.9, 0.1, target="standardized", scale=sigma)
+    assert std["bce"] == raw["bce"]
+    assert std["mse"] == pytest.approx(raw["mse"] / sigma ** 2, rel=1e-5)
+    assert total.item() == pytest.approx(0.9 * raw["bce"] + 0.1 * raw["mse"] / sigma ** 2, rel=1e-5)
+
+
+def test_probability_target_is_the_mse_of_the_sigmoids():
+    s, t, y = loss_inputs()
+    total, terms = distill_loss(s, t, y, 0.9, 0.1, target="probability")
+    expected = ((torch.sigmoid(F.avg_pool2d(s, 3, stride=4)) - torch.sigmoid(t)) ** 2).mean().item()
+    assert terms["mse"] == pytest.approx(expected, rel=1e-5) and 0 < terms["mse"] < 1
+    assert total.item() == pytest.approx(0.9 * terms["bce"] + 0.1 * expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("scale", [None, 0.0, -1.0, float("nan"), float("inf")])
+def test_standardized_without_a_usable_scale_is_one_clear_error(scale):
+    s, t, y = loss_inputs()
+    with pytest.raises(LadedaError, match="needs a finite teacher scale above 0") as err:
+        distill_loss(s, t, y, 0.9, 0.1, target="standardized", scale=scale)
+    assert "\n" not in str(err.value)
+    with pytest.raises(LadedaError, match="needs a finite teacher scale above 0"):
+        make_distill_step(LaDeDa9(width=4), 0.9, 0.1, target="standardized", scale=scale)
+
+
+def test_unknown_target_is_one_clear_error():
+    with pytest.raises(LadedaError, match="unknown distillation target 'logits': use one of standardized, raw"):
+        distill_loss(*loss_inputs(), 0.9, 0.1, target="logits")
+
+
+def small_teacher(seed=3):
+    torch.manual_seed(seed)
+    return randomise_bn(LaDeDa9(width=4))
+
+
+def test_measured_scale_is_the_std_of_the_teacher_maps_over_the_train_split():
+    teacher = small_teacher()
+    train, _ = pattern_loaders(n_train=48, size=40)
+    scale = measure_scale(teacher, train, seed=0)
+    with torch.no_grad():
+        maps = [teacher.eval().patch_map(x) for x, _, _ in train]
+    values = torch.cat([m.flatten() for m in maps]).double().numpy()
+    assert maps[0].shape[-2:] == (4, 4) and values.size == 48 * 16
+    assert scale == pytest.approx(float(np.std(values)), rel=1e-4)
+    assert target_scale("standardized", teacher, train, seed=0) == scale
+    assert target_scale("raw", teacher, train, seed=0) is None
+    assert target_scale("probability", teacher, train, seed=0) is None
+    assert target_scale("standardized", None, train, seed=0) is None, "no teacher (gate says skip): nothing to measure"
+
+
+class Jittered(PatternImages):
+    """Pattern images plus noise drawn from torch's global RNG per item, as random crops and flips draw."""
+
+    def __getitem__(self, i):
+        x, y, idx = super().__getitem__(i)
+        return x + 0.5 * torch.randn_like(x), y, idx
+
+
+def test_scale_measurement_is_reproducible_whatever_ran_before():
+    teacher = small_teacher()
+    loader = DataLoader(Jittered(32, 32), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+    first = measure_scale(teacher, loader, seed=0)
+    torch.rand(100)
+    next(iter(loader))  # other work moves the global RNG and the loader's generator on
+    assert measure_scale(teacher, loader, seed=0) == first
+    assert measure_scale(teacher, loader, seed=1) != first, "the pass is random: reseeding is what fixes it"
+
+
+def test_a_teacher_whose_patch_logits_do_not_vary_has_no_scale():
+    teacher = small_teacher()
+    with torch.no_grad():
+        teacher.fc.weight.zero_()
+        teacher.fc.bias.fill_(0.3)
+    train, _ = pattern_loaders(n_train=16)
+    with pytest.raises(LadedaError, match="needs a finite teacher scale above 0, got 0.0"):
+        measure_scale(teacher, train, seed=0)
+
+
+def test_loss_shares_are_the_weighted_terms_over_their_sum():
+    shares = loss_shares(bce=0.5, mse=2.0, alpha_task=0.9, alpha_distill=0.1)
+    assert shares["share_task"] == pytest.approx(0.45 / 0.65) and shares["share_distill"] == pytest.approx(0.2 / 0.65)
+    assert loss_shares(bce=0.5, mse=2.0, alpha_task=1.0, alpha_distill=0.0) == {"share_task": 1.0, "share_distill": 0.0}
+
+
+def test_spearman_agreement_sees_the_ranking_only():
+    """A student whose aligned map is a monotone, non-linear function of the teacher's: Spearman 1, Pearson < 1."""
+    torch.manual_seed(7)
+    t = [torch.randn(7, 7) for _ in range(3)]
+    students = [m.exp().repeat_interleave(4, 0).repeat_interleave(4, 1)[:30, :30] for m in t]  # constant 3x3 windows
+    a = patch_agreement([m.numpy() for m in students], [m.numpy() for m in t])
+    assert a["spearman"] == pytest.approx(1.0) and a["pearson"] < 0.95
+
+
+def run_student(teacher, alpha_task, alpha_distill, target, scale=None, epochs=1, train_val=None, schedule=None):
+    """Train a fresh, seeded Tiny-LaDeDa on the pattern data; returns (student, epoch rows)."""
+    train, val = train_val or pattern_loaders(n_train=48, n_val=24, size=40)
+    s = student_params(schedule=schedule or "single_stage", epochs=epochs, epochs_s1=1, epochs_s2=1, lr=1e-2)
+    torch.manual_seed(0)
+    student, rows = TinyLaDeDa(), []
+    train_student(student, teacher, plan_schedule(s, alpha_task, alpha_distill, teacher is not None), train, val,
+                  s, seed=0, target=target, scale=scale, log_epoch=rows.append)
+    return student, rows
+
+
+def test_standardized_distillation_share_grows_with_alpha():
+    teacher = small_teacher()
+    data = pattern_loaders(n_train=48, n_val=24, size=40)
+    scale = target_scale("standardized", teacher, data[0], seed=0)
+    shares = [run_student(teacher, 1 - alpha, alpha, "standardized", scale, train_val=data)[1][0]["share_distill"]
+              for alpha in (0.0, 0.01, 0.05, 0.1, 0.5)]
+    assert shares[0] == 0.0
+    assert all(a < b for a, b in zip(shares, shares[1:])), shares
+
+
+def test_epoch_rows_have_loss_shares_and_the_validation_patch_agreement():
+    teacher = small_teacher()
+    train, val = pattern_loaders(n_train=48, n_val=24, size=40)
+    student, rows = run_student(teacher, 0.8, 0.2, "probability", epochs=2, train_val=(train, val))
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for row in rows:
+        weighted = 0.8 * row["train_bce"] + 0.2 * row["train_mse"]
+        assert row["share_distill"] == pytest.approx(0.2 * row["train_mse"] / weighted)
+        assert row["share_task"] == pytest.approx(0.8 * row["train_bce"] / weighted)
+    # The student leaves as the model validated at the last epoch (the weight average, params' ema > 0).
+    with torch.no_grad():
+        pairs = [(F.avg_pool2d(student.eval().patch_map(x), 3, stride=4), teacher.eval().patch_map(x))
+                 for x, _, _ in val]
+    s = torch.cat([a.flatten() for a, _ in pairs]).double().numpy()
+    t = torch.cat([b.flatten() for _, b in pairs]).double().numpy()
+    assert rows[-1]["val_patch_pearson"] == pytest.approx(np.corrcoef(s, t)[0, 1], abs=1e-5)
+    ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731 - no ties in float maps
+    assert rows[-1]["val_patch_spearman"] == pytest.approx(np.corrcoef(ranks(s), ranks(t))[0, 1], abs=1e-4)
+
+
+def test_teacher_validation_maps_are_computed_once_for_the_whole_schedule(monkeypatch):
+    import ladeda.distillation.monitor as monitor
+
+    calls = []
+
+    def counting_score(model, loader, **kwargs):
+        calls.append(kwargs.get("desc"))
+        return real_score(model, loader, **kwargs)
+
+    real_score = monitor.score
+    monkeypatch.setattr(monitor, "score", counting_score)
+    _, rows = run_student(small_teacher(), 0.5, 0.5, "raw", schedule="two_stage")
+    assert [r["epoch"] for r in rows] == [1, 2] and all("val_patch_pearson" in r for r in rows)
+    assert calls == ["validate teacher maps", "validate patch maps", "validate patch maps"]
+
+
+def test_without_a_teacher_rows_have_no_distillation_diagnostics():
+    _, rows = run_student(None, 1.0, 0.0, "standardized")
+    assert not {"train_mse", "share_task", "share_distill", "val_patch_pearson", "val_patch_spearman"} & set(rows[0])

@@ -76,10 +76,11 @@ def test_report_states_the_difference_in_words():
     side = {"arch": "X", "preprocess": "NPR", "parameters": 10, "flops": 100,
             "test": {"overall": test, "subsets": {}}}
     result = {"data_root": "d", "teacher_weights": "finetuned", "teacher": side, "student": side,
-              "auc_ratio": 1.0, "patch_agreement": 0.5,
+              "auc_ratio": 1.0, "patch_agreement": 0.5, "patch_agreement_spearman": 0.25,
               "student_vs_teacher_text": "student AUC 0.760 vs teacher 0.671: +0.089, significant"}
     eff = {"height": 8, "width": 8, "machine": "m", "batch_size": 1, "speedup": 1.0,
            "teacher": {"images_per_s": 1.0}, "student": {"images_per_s": 1.0}}
     text = markdown_report(result, eff)
     assert "paired DeLong test" in text and "+0.089, significant" in text
+    assert "correlation = **0.5000** (Pearson; Spearman 0.2500)" in text
     assert f"| ROC-AUC 95% CI (DeLong) | {test['auc_ci_low']:.4f} - {test['auc_ci_high']:.4f} |" in text

@@ -252,3 +252,31 @@ def test_resume_starts_fresh_when_an_upstream_checkpoint_changed(tmp_path, capsy
     assert "different params or upstream inputs; starting fresh" in capsys.readouterr().out
     (tmp_path / "data/b.png").write_bytes(b"y")  # the data changed
     assert start(interrupt=False).resumed_from == 0
+
+
+def test_epoch_metrics_hook_adds_to_the_row_from_the_validated_model_and_is_replayed_on_resume(tmp_path):
+    """The hook sees the validated model (the weight average when ema > 0) and the row so far; what it returns
+    is logged, kept in the history, given to on_best, and replayed from the history when a run resumes."""
+    train, val = pattern_loaders(n_train=16, n_val=16)
+    cfg = FitConfig(epochs=2, lr=1e-2, patience=10, ema=0.9)
+    last = tmp_path / "last.pt"
+    seen = []
+
+    def hook(model, row):
+        seen.append((model, dict(row)))
+        return {"extra_metric": 10.0 * row["epoch"]}
+
+    torch.manual_seed(0)
+    model, rows, best_rows = TinyLaDeDa(), [], []
+    with pytest.raises(Interrupt):
+        fit(model, train, val, cfg, epoch_metrics=hook, log_epoch=rows.append, last_path=last, keep_last=True,
+            on_best=lambda m, e, r: best_rows.append(r),
+            on_epoch_end=lambda e: (_ for _ in ()).throw(Interrupt))
+    assert len(seen) == 1 and seen[0][0] is not model, "with ema the average is validated, not the live model"
+    assert set(seen[0][1]) >= {"epoch", "train_loss", "val_auc"} and "extra_metric" not in seen[0][1]
+    assert rows == [{**seen[0][1], "extra_metric": 10.0}] and best_rows[0]["extra_metric"] == 10.0
+    rows, seen[:] = [], []
+    result = fit(TinyLaDeDa(), train, val, cfg, epoch_metrics=hook, log_epoch=rows.append, last_path=last)
+    assert result.resumed_from == 1 and len(seen) == 1, "replayed epochs are not recomputed"
+    assert [r["extra_metric"] for r in rows] == [10.0, 20.0]
+    assert [r["extra_metric"] for r in result.history] == [10.0, 20.0]

@@ -21,6 +21,7 @@ TeacherArch = Literal["LaDeDa5", "LaDeDa9", "LaDeDa17", "LaDeDa33"]
 Arch = Literal["LaDeDa5", "LaDeDa9", "LaDeDa17", "LaDeDa33", "TinyLaDeDa"]
 Preprocess = Literal["NPR", "raw", "x_grad", "y_grad", "left_diag", "right_diag"]
 TeacherName = Literal["wildrf", "forensynth", "finetuned", "default"]
+DistillTarget = Literal["standardized", "raw", "probability"]  # see distillation/targets.py
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Count = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[int, Field(ge=0)]
@@ -152,6 +153,12 @@ class StudentParams(FitParams):
     lr_s2: Positive
 
 
+class DistillParams(Section):
+    """The space the distillation term compares patch maps in (see `distillation.targets`)."""
+
+    target: DistillTarget  # raw: the official recipe (MSE on logits)
+
+
 class TeacherFile(Section):
     """An official teacher checkpoint (a plain state dict) and what it is."""
 
@@ -186,6 +193,7 @@ class Params(Section):
     alpha_distill: Probability
     alpha_task: Optional[Probability]
     teacher_weights: TeacherName
+    distill: DistillParams
     prepare_data: PrepareDataParams
     data: DataParams
     teacher: TeacherParams

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -65,6 +65,14 @@ def make_loader(dataset: LabeledImages, batch_size: int, shuffle: bool, seed: in
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **common)
     sampler = SizeBucketBatchSampler(sizes, batch_size, shuffle, generator, drop_last)
     return DataLoader(dataset, batch_sampler=sampler, **common)
+
+
+def reseed_loader(loader: Any, seed: int) -> None:
+    """Reseed the shuffling generators a DataLoader or its (batch) sampler holds, so its next pass is reproducible."""
+    for obj in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        gen = getattr(obj, "generator", None)
+        if isinstance(gen, torch.Generator):
+            gen.manual_seed(seed)
 
 
 def split_loader(data: DataParams, root: str, split: str, batch_size: int, seed: int,

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from scipy.stats import spearmanr
 from torch import nn
 
 from ladeda.core.errors import LadedaError
+from ladeda.distillation.targets import check_target, distill_term
 from ladeda.models.fastpath import optimize_for_inference
 
 ALIGN_KERNEL = 3
@@ -30,11 +32,14 @@ def align(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
 
 
 def distill_loss(student_map: torch.Tensor, teacher_map: torch.Tensor | None, labels: torch.Tensor,
-                 alpha_task: float, alpha_distill: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """alpha_task * BCE(image logit, label) + alpha_distill * MSE(aligned student map, teacher map).
+                 alpha_task: float, alpha_distill: float, *, target: str,
+                 scale: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """alpha_task * BCE(image logit, label) + alpha_distill * MSE(aligned student map, teacher map) in `target` space.
 
-    A weight of 0 leaves its term out of the graph entirely; `teacher_map=None` means BCE only.
-    Returns the total and the unweighted terms for logging.
+    `target` is raw | standardized (both maps divided by the teacher `scale`) | probability (sigmoids); see
+    `targets`. A weight of 0 leaves its term out of the graph entirely (the distillation term is then only
+    measured, under no_grad, for the log); `teacher_map=None` means BCE only. Returns the total and the
+    unweighted terms for logging: `bce`, and `mse` (the distillation term in the chosen space).
     """
     image_logit = student_map.mean(dim=(1, 2, 3))
     bce = F.binary_cross_entropy_with_logits(image_logit, labels.float())
@@ -43,7 +48,8 @@ def distill_loss(student_map: torch.Tensor, teacher_map: torch.Tensor | None, la
         total = total + alpha_task * bce
     terms = {"bce": bce.item()}
     if teacher_map is not None:
-        mse = F.mse_loss(align(student_map, teacher_map), teacher_map, reduction="mean")
+        with torch.set_grad_enabled(torch.is_grad_enabled() and bool(alpha_distill)):
+            mse = distill_term(align(student_map, teacher_map), teacher_map, target, scale)
         terms["mse"] = mse.item()
         if alpha_distill:
             total = total + alpha_distill * mse
@@ -60,13 +66,17 @@ def freeze_teacher(teacher: nn.Module) -> nn.Module:
     return teacher
 
 
-def make_distill_step(teacher: nn.Module | None, alpha_task: float, alpha_distill: float):
-    """A `fit` step: teacher patch maps under no_grad, student trained on the combined loss.
+def make_distill_step(teacher: nn.Module | None, alpha_task: float, alpha_distill: float, *, target: str,
+                      scale: float | None = None):
+    """A `fit` step: teacher patch maps under no_grad, student trained on the combined loss in `target` space.
 
     The maps come from an inference copy of the frozen teacher (BatchNorm folded, channels-last: same
     maps to float tolerance, about twice as fast on a CPU); the teacher itself is left untouched.
-    With `teacher=None` (distillation skipped) the student trains on BCE alone.
+    With `teacher=None` (distillation skipped) the student trains on BCE alone. A bad target or scale
+    fails here, before training starts.
     """
+    if teacher is not None:
+        check_target(target, scale)
     fast_teacher = optimize_for_inference(freeze_teacher(teacher)) if teacher is not None else None
 
     def step(student: nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -74,18 +84,28 @@ def make_distill_step(teacher: nn.Module | None, alpha_task: float, alpha_distil
         if fast_teacher is not None:
             with torch.no_grad():
                 teacher_map = fast_teacher.patch_map(x)
-        total, terms = distill_loss(student.patch_map(x), teacher_map, y, alpha_task, alpha_distill)
+        total, terms = distill_loss(student.patch_map(x), teacher_map, y, alpha_task, alpha_distill,
+                                    target=target, scale=scale)
         return total, terms
 
     return step
 
 
-def patch_agreement(student_maps: list, teacher_maps: list) -> float:
-    """Pearson correlation between the aligned student patch logits and the teacher's, over all patches."""
+def patch_agreement(student_maps: list, teacher_maps: list) -> dict[str, float]:
+    """Pearson and Spearman correlation between the aligned student patch logits and the teacher's, over all patches.
+
+    Maps are per image ((H, W) student, (h, w) teacher; sizes may differ between images). Pearson says how
+    well the student reproduces the teacher's logits up to a linear map; Spearman only how well it ranks patches.
+    """
+    if len(student_maps) != len(teacher_maps) or not len(student_maps):
+        raise LadedaError(f"patch agreement needs one student map per teacher map, got {len(student_maps)} "
+                          f"and {len(teacher_maps)}")
     s, t = [], []
     for sm, tm in zip(student_maps, teacher_maps):
         sm, tm = torch.as_tensor(sm)[None, None], torch.as_tensor(tm)[None, None]
         s.append(align(sm, tm).flatten())
         t.append(tm.flatten())
     s, t = torch.cat(s).double(), torch.cat(t).double()
-    return float(torch.corrcoef(torch.stack([s, t]))[0, 1])
+    pearson = float(torch.corrcoef(torch.stack([s, t]))[0, 1])
+    spearman = float(spearmanr(s.numpy(), t.numpy()).statistic)
+    return {"pearson": pearson, "spearman": spearman}

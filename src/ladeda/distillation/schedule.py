@@ -9,6 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from ladeda.distillation.loss import make_distill_step
+from ladeda.distillation.monitor import DistillMonitor
 from ladeda.core.errors import LadedaError
 from ladeda.core.params import StudentParams
 from ladeda.training.fit import FitConfig, FitResult, fit
@@ -43,7 +44,7 @@ def plan_schedule(s: StudentParams, alpha_task: float, alpha_distill: float, dis
 
 
 def train_student(student: nn.Module, teacher: nn.Module | None, phases: list[Phase], train_loader: Iterable,
-                  val_loader: Iterable, s: StudentParams, seed: int, *,
+                  val_loader: Iterable, s: StudentParams, seed: int, *, target: str, scale: float | None = None,
                   on_best: Callable[[nn.Module, int, dict], None] | None = None,
                   log_epoch: Callable[[dict], None] | None = None, resume_dir: str | None = None,
                   extra: dict | None = None, on_epoch_end: Callable[[int], None] | None = None,
@@ -53,8 +54,12 @@ def train_student(student: nn.Module, teacher: nn.Module | None, phases: list[Ph
     Epochs are numbered across phases for logging and `on_best` fires on a new best validation AUC
     over the whole schedule. Each phase resumes from its own `last` checkpoint in `resume_dir`; those
     files are kept until the whole schedule has finished, so an interrupted stage 2 does not redo stage 1.
+    The distillation term is compared in `target` space (`scale`: the teacher sigma for `standardized`, see
+    `targets.target_scale`). With a teacher, every epoch row also has the loss shares and the validation
+    patch agreement (`monitor`); the teacher's validation maps are computed once for all phases.
     """
     results: list[tuple[Phase, FitResult]] = []
+    monitor = DistillMonitor(teacher, val_loader) if teacher is not None else None
     offset, overall_best = 0, float("-inf")
     for phase in phases:
         def best(model, epoch, row, _offset=offset):
@@ -69,9 +74,11 @@ def train_student(student: nn.Module, teacher: nn.Module | None, phases: list[Ph
 
         config = FitConfig(epochs=phase.epochs, lr=phase.lr, weight_decay=s.weight_decay, patience=s.patience,
                            lr_factor=s.lr_factor, lr_patience=s.lr_patience, seed=seed,
-                           lr_schedule=s.lr_schedule, ema=s.ema, extra={"phase": phase.__dict__, **(extra or {})})
-        step = make_distill_step(teacher, phase.alpha_task, phase.alpha_distill)
+                           lr_schedule=s.lr_schedule, ema=s.ema,
+                           extra={"phase": phase.__dict__, "target": target, "scale": scale, **(extra or {})})
+        step = make_distill_step(teacher, phase.alpha_task, phase.alpha_distill, target=target, scale=scale)
         result = fit(student, train_loader, val_loader, config, step_fn=step, on_best=best, log_epoch=log,
+                     epoch_metrics=monitor.for_phase(phase.alpha_task, phase.alpha_distill) if monitor else None,
                      last_path=f"{resume_dir}/{phase.name}.pt" if resume_dir else None,
                      on_epoch_end=on_epoch_end, keep_last=True, desc=phase.name)
         results.append((phase, result))

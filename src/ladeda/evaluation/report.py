@@ -26,7 +26,8 @@ def markdown_report(result: dict, eff: dict) -> str:
     lines = [f"# Teacher vs student on `{result['data_root']}` (test split)", "",
              f"Teacher: `{result['teacher_weights']}` ({t['arch']}); student: Tiny-LaDeDa "
              f"({s['preprocess']}). Student AUC / teacher AUC = **{result['auc_ratio']:.4f}**; "
-             f"patch-logit correlation = **{result['patch_agreement']:.4f}**.", "",
+             f"patch-logit correlation = **{result['patch_agreement']:.4f}** (Pearson; Spearman "
+             f"{result['patch_agreement_spearman']:.4f}).", "",
              f"Difference (paired DeLong test on the same images): {result['student_vs_teacher_text']}.", "",
              "| metric | teacher | student |", "|---|---|---|"]
     for key, name in METRIC_ROWS:

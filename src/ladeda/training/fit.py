@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ladeda.core.errors import LadedaError
 from ladeda.core.files import remove_stale_temps, save_torch
 from ladeda.core.runtime import seed_everything
+from ladeda.data.loaders import reseed_loader
 from ladeda.evaluation.metrics import detection_metrics
 from ladeda.evaluation.scoring import score
 
@@ -110,6 +111,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
         train_mode: Callable[[nn.Module], None] | None = None,
         on_best: Callable[[nn.Module, int, dict], None] | None = None,
         log_epoch: Callable[[dict], None] | None = None,
+        epoch_metrics: Callable[[nn.Module, dict], dict] | None = None,
         last_path: str | Path | None = None,
         on_epoch_end: Callable[[int], None] | None = None, keep_last: bool = False,
         desc: str = "train", device: str | torch.device = "cpu") -> FitResult:
@@ -118,13 +120,15 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
     `params` are the trainable parameters (default: all that require grad). `train_mode(model)` puts the
     model in training mode (default `model.train()`; fine-tuning keeps frozen parts in eval mode).
     `on_best(model, epoch, metrics)` is called on every new best validation AUC; `log_epoch(metrics)` once
-    per epoch (also for epochs replayed from a resumed run, so logs are complete). When `last_path` is
-    given, the full training state is written there atomically after every epoch; a later call with the
-    same config fingerprint continues after the last finished epoch, otherwise it starts fresh. The file
-    is removed when the run finishes unless `keep_last` (multi-phase schedules clean up themselves).
-    A resumed run calls `on_best` again with the saved best weights, since DVC clears a stage's outputs
-    before rerunning it. Every epoch reseeds all RNGs from (seed, epoch), so a resumed run draws
-    exactly the numbers an uninterrupted one would.
+    per epoch (also for epochs replayed from a resumed run, so logs are complete). `epoch_metrics(model, row)`
+    is called after validation with the validated model and the epoch's row so far (train means, val
+    metrics); what it returns is merged into the row, so it is logged, kept in the history and replayed on
+    resume. When `last_path` is given, the full training state is written there atomically after every
+    epoch; a later call with the same config fingerprint continues after the last finished epoch, otherwise
+    it starts fresh. The file is removed when the run finishes unless `keep_last` (multi-phase schedules
+    clean up themselves). A resumed run calls `on_best` again with the saved best weights, since DVC clears
+    a stage's outputs before rerunning it. Every epoch reseeds all RNGs from (seed, epoch), so a resumed
+    run draws exactly the numbers an uninterrupted one would.
     With `config.ema` > 0 the validation, `on_best` and the returned model use the moving average of the
     weights (BatchNorm statistics included) instead of the last step's: it smooths away the step-to-step
     noise that float rounding on another CPU would otherwise amplify into a different model.
@@ -174,7 +178,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
     while epoch < config.epochs and not stopped_early:
         epoch += 1
         seed_everything(config.seed * 100_003 + epoch)
-        _reseed_loader(train_loader, config.seed * 100_003 + epoch)
+        reseed_loader(train_loader, config.seed * 100_003 + epoch)
         (train_mode or nn.Module.train)(model)
         sums: dict[str, float] = {}
         n = 0
@@ -203,6 +207,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
         lr = optimizer.param_groups[0]["lr"]
         row = {"epoch": epoch, **{f"train_{k}": v / n for k, v in sums.items()},
                "val_auc": val["auc"], "val_ap": val["ap"], "val_acc": val["acc"], "lr": lr}
+        if epoch_metrics:
+            row.update(epoch_metrics(evaluated, dict(row)))
         improved = stopper.step(val["auc"], epoch)
         if config.lr_schedule == "plateau":
             scheduler.step(val["auc"])
@@ -250,14 +256,6 @@ def _averaged(model: nn.Module, decay: float) -> AveragedModel | None:
 def _labels_logits(model: nn.Module, loader: Iterable, device) -> tuple[np.ndarray, np.ndarray]:
     s = score(model, loader, device=device, desc="validate")
     return s.labels, s.logits
-
-
-def _reseed_loader(loader: Any, seed: int) -> None:
-    """Reseed the shuffling generators a DataLoader or its (batch) sampler holds."""
-    for obj in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
-        gen = getattr(obj, "generator", None)
-        if isinstance(gen, torch.Generator):
-            gen.manual_seed(seed)
 
 
 def _save_last(path: Path, model, optimizer, scheduler, averaged, stopper, history, best, epoch, fingerprint) -> None:
