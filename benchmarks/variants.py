@@ -72,9 +72,11 @@ def run_one(seed: int, variant: str, workdir: Path, overrides: dict[str, object]
     m = {name: json.loads(path.read_text()) if (path := clone / f"metrics/{name}.json").is_file() else {}
          for name in ("diagnose", "finetune_teacher", "evaluate_teacher", "evaluate_student")}
     row = {"seed": seed, "variant": variant, "seconds": round(seconds),
-           "diagnose_val": m["diagnose"]["val_auc"], "band": m["diagnose"]["band"],
-           "finetuned": m["finetune_teacher"]["finetuned"], "finetuned_val": m["evaluate_teacher"]["val_auc"],
-           "teacher_test": m["evaluate_teacher"]["test_auc"], "recommendation": m["evaluate_teacher"]["recommendation"],
+           "diagnose_val": m["diagnose"].get("val_auc", math.nan), "band": m["diagnose"].get("band"),
+           "finetuned": m["finetune_teacher"].get("finetuned"),
+           "finetuned_val": m["evaluate_teacher"].get("val_auc", math.nan),
+           "teacher_test": m["evaluate_teacher"].get("test_auc", math.nan),
+           "recommendation": m["evaluate_teacher"].get("recommendation"),
            "student_test": m["evaluate_student"].get("student_test_auc", math.nan)}
     print(f"seed {seed}, {variant}: {json.dumps(row)}", flush=True)
     return row
