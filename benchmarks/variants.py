@@ -118,6 +118,11 @@ def main() -> None:
         if not sep:
             ap.error(f"--set {item}: use KEY=VALUE, e.g. finetune.ema=0.99")
         overrides[key] = yaml.safe_load(value)
+        section = yaml.safe_load((ROOT / "params.yaml").read_text())
+        for name in key.split("."):
+            if not isinstance(section, dict) or name not in section:
+                ap.error(f"--set {item}: params.yaml has no key `{key}`")
+            section = section[name]
     print(f"machine: {machine_description()}; changed params: {overrides or 'none'}", flush=True)
     pairs = [(s, v) for s in args.seeds for v in args.variants]
     with tempfile.TemporaryDirectory(prefix="ladeda-variants-") as tmp, ThreadPoolExecutor(args.jobs) as pool:

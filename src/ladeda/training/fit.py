@@ -130,8 +130,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
     a stage's outputs before rerunning it. Every epoch reseeds all RNGs from (seed, epoch), so a resumed
     run draws exactly the numbers an uninterrupted one would.
     With `config.ema` > 0 the validation, `on_best` and the returned model use the moving average of the
-    weights (BatchNorm statistics included) instead of the last step's: it smooths away the step-to-step
-    noise that float rounding on another CPU would otherwise amplify into a different model.
+    weights (BatchNorm statistics included) instead of the last step's, which carries the noise of the
+    last few batches.
     """
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
