@@ -1,7 +1,8 @@
 """End to end: the whole DVC pipeline in a temporary git+DVC copy of the project with tiny params.
 
 One copy is built per test session; `dvc repro` runs every stage, `dvc status` is then clean, and
-`dvc exp run -S alpha_distill=0.1` reruns exactly train_student and evaluate_student.
+`dvc exp run -S alpha_distill=0.1` reruns exactly train_student and evaluate_student, and a queued sweep of
+two alphas runs through `dvc queue start`.
 """
 
 import json
@@ -9,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,31 @@ def test_alpha_distill_experiment_reruns_exactly_the_student_stages(project):
     assert teacher["old"] == teacher["new"], "the teacher half did not rerun"
     shown = run([dvc, "exp", "show", "--csv"], repo, env).stdout
     assert "alpha01" in shown
+
+
+def test_queued_alpha_sweep_runs_through_dvc_queue_and_shows_both_experiments(project):
+    """The recommended progression as a DVC sweep: queue two alphas, `dvc queue start`, `dvc exp show`."""
+    repo, env, dvc = project["repo"], project["env"], project["dvc"]
+    queued = run([dvc, "exp", "run", "--queue", "-S", "alpha_distill=0.2,0.3"], repo, env)
+    assert queued.stdout.count("Queued experiment") == 2, queued.stdout
+    run([dvc, "queue", "start", "-j", "1"], repo, env)
+    deadline = time.monotonic() + 540
+    while True:  # `dvc queue start` returns at once; the worker runs the experiments in the background
+        status = run([dvc, "queue", "status"], repo, env).stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            break
+        assert time.monotonic() < deadline, f"the queue did not finish:\n{status}"
+        time.sleep(3)
+    assert status.count("Success") >= 2 and "Failed" not in status, status
+    shown = json.loads(run([dvc, "exp", "show", "--json"], repo, env).stdout)
+    found = {}
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                alpha = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("alpha_distill")
+                metrics = data.get("metrics", {}).get("metrics/evaluate_student.json", {}).get("data", {})
+                if alpha in (0.2, 0.3) and "student_test_auc" in metrics:
+                    found[alpha] = metrics["student_test_auc"]
+    assert set(found) == {0.2, 0.3}, found
+    assert all(0 <= auc <= 1 for auc in found.values())
