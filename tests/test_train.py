@@ -68,38 +68,33 @@ def test_cosine_schedule_follows_the_epochs_not_the_validation_auc(monkeypatch):
 def test_weight_averaging_validates_saves_and_returns_the_moving_average(loaders):
     """With ema > 0, on_best and the returned model hold the EMA of the weights after every step
     (the first step's weights, then ema * average + (1 - ema) * weights), not the last step's."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
     train, val = loaders
     seed_everything(0)
     model = TinyLaDeDa("NPR")
     names = [n for n, _ in model.named_parameters()]
-    after_step = []  # the weights after each optimiser step: seen at the next step and at the epoch's end
-
-    def recording_step(m, x, y):
-        after_step.append({n: p.detach().clone() for n, p in m.named_parameters()})
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(m(x), y.float())
-        return loss, {"bce": loss.item()}
-
-    live_at_best, bests = [], []
+    snapshot = lambda m: {n: p.detach().clone() for n, p in m.named_parameters()}  # noqa: E731
+    after_step = []  # the live weights after every optimiser step
+    bests, live_at_best = [], []
 
     def on_best(m, epoch, row):
-        bests.append({n: p.detach().clone() for n, p in m.named_parameters()})
-        live_at_best.append({n: p.detach().clone() for n, p in model.named_parameters()})
+        bests.append(snapshot(m))
+        live_at_best.append(snapshot(model))
 
-    result = fit(model, train, val, FitConfig(epochs=2, lr=2e-2, patience=10, ema=0.8), step_fn=recording_step,
-                 on_best=on_best, on_epoch_end=lambda e: after_step.append(
-                     {n: p.detach().clone() for n, p in model.named_parameters()}))
-    # step_fn saw the weights before each step; drop the initial ones and the duplicate at the epoch boundary
-    steps_per_epoch = len(train)
-    weights = after_step[1:steps_per_epoch] + [after_step[steps_per_epoch]] \
-        + after_step[steps_per_epoch + 2:]
-    assert len(weights) == 2 * steps_per_epoch
-    average = dict(weights[0])
-    for w in weights[1:]:
+    handle = register_optimizer_step_post_hook(lambda opt, args, kwargs: after_step.append(snapshot(model)))
+    try:
+        result = fit(model, train, val, FitConfig(epochs=2, lr=2e-2, patience=10, ema=0.8), on_best=on_best)
+    finally:
+        handle.remove()
+    assert len(after_step) == 2 * len(train)
+    average = after_step[0]
+    for w in after_step[1:]:
         average = {n: 0.8 * average[n] + 0.2 * w[n] for n in names}
-    final = dict(model.named_parameters())
+    final = snapshot(model)
     for n in names:
-        torch.testing.assert_close(final[n].detach(), average[n], rtol=1e-5, atol=1e-6)
-    assert any(not torch.equal(weights[-1][n], final[n]) for n in names), "the average differs from the last step"
+        torch.testing.assert_close(final[n], average[n], rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(after_step[-1][n], final[n]) for n in names), "the average differs from the last step"
     assert result.epochs_run == 2 and bests
     assert any(not torch.equal(bests[-1][n], live_at_best[-1][n]) for n in names), "on_best gets the average"
 

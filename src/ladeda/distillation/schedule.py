@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
@@ -72,10 +72,8 @@ def train_student(student: nn.Module, teacher: nn.Module | None, phases: list[Ph
             if log_epoch:
                 log_epoch({**row, "epoch": row["epoch"] + _offset})
 
-        config = FitConfig(epochs=phase.epochs, lr=phase.lr, weight_decay=s.weight_decay, patience=s.patience,
-                           lr_factor=s.lr_factor, lr_patience=s.lr_patience, seed=seed,
-                           lr_schedule=s.lr_schedule, ema=s.ema,
-                           extra={"phase": phase.__dict__, "target": target, "scale": scale, **(extra or {})})
+        config = replace(FitConfig.from_section(s, seed, phase=phase.__dict__, target=target, scale=scale,
+                                                **(extra or {})), epochs=phase.epochs, lr=phase.lr)
         step = make_distill_step(teacher, phase.alpha_task, phase.alpha_distill, target=target, scale=scale)
         result = fit(student, train_loader, val_loader, config, step_fn=step, on_best=best, log_epoch=log,
                      epoch_metrics=monitor.for_phase(phase.alpha_task, phase.alpha_distill) if monitor else None,

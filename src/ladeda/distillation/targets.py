@@ -53,25 +53,21 @@ def measure_scale(teacher: nn.Module, loader: Iterable, seed: int, device: str |
 
     The pass is reproducible: the RNGs and the loader's shuffling generator are reseeded from `seed` first
     (random crops and flips draw from them; `fit` reseeds everything again per epoch). The maps come from the
-    teacher's inference copy (BatchNorm folded), statistics are merged per batch in float64 (Chan et al.),
-    so no map is kept. A scale of 0 or not finite is a LadedaError.
+    teacher's inference copy (BatchNorm folded), summed per batch in float64, so no map is kept. A scale of 0 or not finite is a LadedaError.
     """
     fast = optimize_for_inference(teacher)  # an eval-only copy: the teacher itself is left untouched
     seed_everything(seed)
     reseed_loader(loader, seed)
-    count, mean, m2, low, high = 0, 0.0, 0.0, math.inf, -math.inf
+    count, total, squares, low, high = 0, 0.0, 0.0, math.inf, -math.inf
     for x, _, _ in tqdm(loader, desc="teacher scale", leave=False, dynamic_ncols=True):
-        values = fast.patch_map(x.to(device)).double().flatten()
-        n, batch_mean = values.numel(), float(values.mean())
-        batch_m2 = float(((values - batch_mean) ** 2).sum())
-        delta, total = batch_mean - mean, count + n
-        mean += delta * n / total
-        m2 += batch_m2 + delta * delta * count * n / total
-        count = total
+        values = fast.patch_map(x.to(device)).double()
+        count += values.numel()
+        total, squares = total + float(values.sum()), squares + float((values ** 2).sum())
         low, high = min(low, float(values.min())), max(high, float(values.max()))
     if count == 0:
         raise LadedaError("cannot measure the teacher scale: the training split is empty")
-    scale = math.sqrt(m2 / count) if high > low else 0.0  # all equal: exactly 0, not float-rounding noise
+    mean = total / count
+    scale = math.sqrt(max(squares / count - mean * mean, 0.0)) if high > low else 0.0  # all equal: exactly 0
     check_target("standardized", scale)
     return scale
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
@@ -210,7 +211,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
         if epoch_metrics:
             row.update(epoch_metrics(evaluated, dict(row)))
         improved = stopper.step(val["auc"], epoch)
-        if config.lr_schedule == "plateau":
+        if isinstance(scheduler, ReduceLROnPlateau):
             scheduler.step(val["auc"])
         else:
             scheduler.step()
@@ -239,8 +240,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
 def _scheduler(optimizer: torch.optim.Optimizer, config: FitConfig):
     """ReduceLROnPlateau on validation AUC (the official recipe), or cosine annealing to 0 over the epochs."""
     if config.lr_schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.lr_factor,
-                                                          patience=config.lr_patience)
+        return ReduceLROnPlateau(optimizer, mode="max", factor=config.lr_factor, patience=config.lr_patience)
     if config.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     raise LadedaError(f"unknown lr_schedule {config.lr_schedule!r}: use plateau or cosine")
