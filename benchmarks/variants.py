@@ -70,15 +70,17 @@ def run_one(seed: int, variant: str, workdir: Path, overrides: dict[str, object]
     if proc.returncode != 0:
         return {"seed": seed, "variant": variant, "error": proc.stderr.strip().splitlines()[-1:]}
     m = {name: json.loads(path.read_text()) if (path := clone / f"metrics/{name}.json").is_file() else {}
-         for name in ("diagnose", "finetune_teacher", "evaluate_teacher", "evaluate_student")}
+         for name in ("diagnose", "finetune_teacher", "evaluate_teacher", "evaluate_student", "evaluate_robustness")}
     row = {"seed": seed, "variant": variant, "seconds": round(seconds),
            "diagnose_val": m["diagnose"].get("val_auc", math.nan), "band": m["diagnose"].get("band"),
            "finetuned": m["finetune_teacher"].get("finetuned"),
            "finetuned_val": m["evaluate_teacher"].get("val_auc", math.nan),
            "teacher_test": m["evaluate_teacher"].get("test_auc", math.nan),
            "recommendation": m["evaluate_teacher"].get("recommendation"),
-           "student_test": m["evaluate_student"].get("student_test_auc", math.nan)}
-    print(f"seed {seed}, {variant}: {json.dumps(row)}", flush=True)
+           "student_test": m["evaluate_student"].get("student_test_auc", math.nan),
+           "robustness": {name: {model: c[model]["auc"] for model in ("teacher", "student")}
+                          for name, c in m["evaluate_robustness"].get("conditions", {}).items()}}
+    print(f"seed {seed}, {variant}: {json.dumps({k: v for k, v in row.items() if k != 'robustness'})}", flush=True)
     return row
 
 
@@ -102,6 +104,23 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def robustness_markdown(rows: list[dict]) -> str:
+    """Per degradation: teacher and student test AUC, min-max over the runs (and the median), when the runs reached
+    `evaluate_robustness`."""
+    ok = [r for r in rows if r.get("robustness")]
+    if not ok:
+        return ""
+    lines = [f"Robustness over {len(ok)} runs (min - max, median in brackets):", "",
+             "| condition | teacher test AUC | student test AUC |", "|---|---|---|"]
+    for name in ok[0]["robustness"]:
+        cells = []
+        for model in ("teacher", "student"):
+            v = sorted(r["robustness"][name][model] for r in ok if name in r["robustness"])
+            cells.append(f"{v[0]:.3f} - {v[-1]:.3f} ({v[len(v) // 2]:.3f})")
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="prepare_data.seed values")
@@ -109,7 +128,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="params to change in every run (dotted keys, YAML values), e.g. finetune.ema=0.99")
-    ap.add_argument("--until", default="evaluate_student", help="the last stage to run (default: the whole pipeline)")
+    ap.add_argument("--until", default="report", help="the last stage to run (default: the whole pipeline)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = ap.parse_args()
     overrides = {}
@@ -127,7 +146,7 @@ def main() -> None:
     pairs = [(s, v) for s in args.seeds for v in args.variants]
     with tempfile.TemporaryDirectory(prefix="ladeda-variants-") as tmp, ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda sv: run_one(sv[0], sv[1], Path(tmp), overrides, args.until), pairs))
-    print("\n" + markdown(rows))
+    print("\n" + markdown(rows) + "\n\n" + robustness_markdown(rows))
     if args.json:
         write_json(args.json, {"machine": machine_description(), "changed_params": overrides, "rows": rows})
 

@@ -3,15 +3,14 @@
 import json
 
 from ladeda.core.errors import run_cli
-from ladeda.core.files import write_json, write_text
-from ladeda.core.outputs import REPORT, plots_dir, write_metrics, write_timings
+from ladeda.core.files import write_json
+from ladeda.core.outputs import plots_dir, write_metrics, write_timings
 from ladeda.core.params import stage_params
 from ladeda.core.runtime import configure_threads, seed_everything
 from ladeda.distillation.loss import patch_agreement
 from ladeda.evaluation.efficiency import count_parameters, flops_per_image, machine_description, measure_throughput
 from ladeda.evaluation.intervals import describe_difference
 from ladeda.evaluation.metrics import metrics_by_subset, roc_points, student_vs_teacher
-from ladeda.evaluation.report import markdown_report
 from ladeda.evaluation.scoring import score
 from ladeda.models.checkpoints import load_model
 from ladeda.models.fastpath import optimize_for_inference
@@ -63,7 +62,6 @@ def main() -> None:
     # Quality metrics are deterministic; measured speed lives apart so `dvc metrics diff` stays meaningful.
     write_metrics("evaluate_student", {**summary, **result})
     write_timings("evaluate_student", eff)
-    write_text(REPORT, markdown_report(result, eff))
     print(json.dumps(summary, indent=2))
 
 

@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 from ladeda.core.errors import LadedaError
 from ladeda.evaluation.intervals import auc_interval
 from ladeda.evaluation.metrics import detection_metrics, metrics_by_subset, student_vs_teacher
-from ladeda.evaluation.report import markdown_report
+from ladeda.reporting.report import markdown_report
 from ladeda.evaluation.scoring import Scores
 from ladeda.pipeline.gates import margin_words, threshold_margins
 

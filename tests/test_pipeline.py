@@ -1,8 +1,8 @@
 """End to end: the whole DVC pipeline in a temporary git+DVC copy of the project with tiny params.
 
 One copy is built per test session; `dvc repro` runs every stage, `dvc status` is then clean, and
-`dvc exp run -S alpha_distill=0.1` reruns exactly train_student and evaluate_student, and a queued sweep of
-two alphas runs through `dvc queue start`.
+`dvc exp run -S alpha_distill=0.1` reruns exactly the stages downstream of the student, a queued sweep of
+two alphas runs through `dvc queue start`, and the results travel through a DVC remote to a fresh clone.
 """
 
 import json
@@ -31,10 +31,12 @@ TINY = {
     "student": {"epochs": 2, "batch_size": 16},
     "evaluate_teacher": {"ready": 0.0, "skip": 0.0},  # always distil, whatever the tiny teacher scores
     "evaluate": {"latency_batch": 4, "latency_repeats": 1},
+    "robustness": {"jpeg_quality": [90, 40], "resize_scale": [0.5], "blur_sigma": [1.0]},
 }
 REPORT = "metrics/report.md"  # teacher vs student in words, with the measured speed
 ALL_STAGES = ["prepare_data", "check_data", "pretrain_teacher", "diagnose", "finetune_teacher",
-              "evaluate_teacher", "train_student", "evaluate_student"]
+              "evaluate_teacher", "train_student", "evaluate_student", "evaluate_robustness", "report"]
+STUDENT_STAGES = ["train_student", "evaluate_student", "evaluate_robustness", "report"]  # what an alpha reruns
 
 
 def run(args, cwd, env, check=True):
@@ -88,6 +90,27 @@ def test_repro_runs_every_stage_and_leaves_status_clean(project):
     assert json.loads((repo / "metrics/finetune_teacher.json").read_text())["finetuned"] is True
 
 
+def test_robustness_stage_scores_every_condition_and_the_report_shows_it(project):
+    repo = project["repo"]
+    rob = json.loads((repo / "metrics/evaluate_robustness.json").read_text())
+    ev = json.loads((repo / "metrics/evaluate_student.json").read_text())
+    assert list(rob["conditions"]) == ["clean", "jpeg_q90", "jpeg_q40", "resize_0.5", "blur_1", "social_media",
+                                       "format_bias_jpeg_q96"]
+    assert rob["n_images"] == ev["student"]["test"]["overall"]["n"] == 24
+    # the clean condition is evaluate_student's scoring of the same images with the same models
+    assert rob["student_clean_auc"] == pytest.approx(ev["student_test_auc"], abs=1e-6)
+    assert rob["teacher_clean_auc"] == pytest.approx(ev["teacher_test_auc"], abs=1e-6)
+    for row in list(rob["conditions"].values())[1:]:
+        assert {"auc", "auc_ci_low", "drop", "drop_p_value"} <= set(row["student"]) and row["teacher"]["auc"] >= 0
+    jpeg = json.loads((repo / "plots/evaluate_robustness/jpeg.json").read_text())
+    assert [r["quality"] for r in jpeg] == [40, 90] and {"teacher_auc", "student_auc"} <= set(jpeg[0])
+    report = (repo / "metrics/report.md").read_text()
+    pictures = json.loads((repo / "metrics/report.json").read_text())["pictures"]
+    assert len(pictures) == 4 and "| format_bias_jpeg_q96 |" in report
+    for path in pictures.values():
+        assert (repo / path).stat().st_size > 5000 and f"]({Path('..') / path})" in report, path
+
+
 def test_rerun_of_the_same_params_changes_no_metric_and_no_output_byte(project):
     """`dvc repro -f` recomputes every stage: quality metrics and every output (checkpoints included) come out
     byte-identical, so `dvc metrics diff` is empty and dvc.lock records the same hashes. Timings (and the
@@ -125,10 +148,31 @@ def test_metrics_show_and_plots_json(project):
     assert {v["filename"] for v in roc} == {"roc_teacher.json", "roc_student.json"}
 
 
+def test_results_travel_through_a_dvc_remote_to_a_fresh_clone(project, tmp_path):
+    """A team's workflow: `dvc remote add -d` + `dvc push`; a teammate's `git clone` + `dvc pull` has every output,
+    `dvc status` is clean and `dvc repro` runs nothing. (Before the experiment test, which changes the workspace.)"""
+    repo, env, dvc = project["repo"], project["env"], project["dvc"]
+    store, clone = tmp_path / "remote", tmp_path / "clone"
+    run([dvc, "remote", "add", "--local", "-d", "team", str(store)], repo, env)
+    pushed = run([dvc, "push"], repo, env)
+    assert store.is_dir() and any(store.rglob("*")), pushed.stdout
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    assert not (clone / "weights/student/student_best.pt").exists()
+    run([dvc, "remote", "add", "--local", "-d", "team", str(store)], clone, env)
+    run([dvc, "pull"], clone, env)
+    for path in ("data/default/target/test", "weights/pretrained/default_LaDeDa.pth", "weights/student/student_best.pt",
+                 "weights/teacher/teacher_finetuned_best.pth"):
+        assert (clone / path).exists(), path
+    assert (clone / "weights/student/student_best.pt").read_bytes() == (repo / "weights/student/student_best.pt").read_bytes()
+    assert "up to date" in run([dvc, "status"], clone, env).stdout
+    again = run([dvc, "repro"], clone, {**env, "PYTHONPATH": str(clone / "src")})
+    assert ran_stages(again.stdout) == [], again.stdout
+
+
 def test_alpha_distill_experiment_reruns_exactly_the_student_stages(project):
     repo, env, dvc = project["repo"], project["env"], project["dvc"]
     exp = run([dvc, "exp", "run", "-S", "alpha_distill=0.1", "--name", "alpha01"], repo, env)
-    assert ran_stages(exp.stdout) == ["train_student", "evaluate_student"], exp.stdout
+    assert ran_stages(exp.stdout) == STUDENT_STAGES, exp.stdout
     diff = json.loads(run([dvc, "metrics", "diff", "HEAD", "alpha01", "--all", "--json"], repo, env).stdout)
     assert diff["metrics/train_student.json"]["alpha_distill"] == {"old": 0.05, "new": 0.1, "diff": pytest.approx(0.05)}
     auc = diff["metrics/evaluate_student.json"]["student_test_auc"]

@@ -16,7 +16,7 @@ from ladeda.core.files import write_json
 METRICS_DIR = "metrics"
 TIMINGS_DIR = Path(METRICS_DIR, "timings")  # `dvc metrics show metrics/timings/*.json` shows them
 PLOTS_DIR = "plots"
-REPORT = Path(METRICS_DIR, "report.md")  # teacher vs student in words, written by evaluate_student
+REPORT = Path(METRICS_DIR, "report.md")  # teacher vs student in words and pictures, written by the report stage
 
 
 def metrics_path(stage: str) -> Path:

@@ -176,6 +176,25 @@ class EvaluateParams(Section):
     latency_repeats: Count
 
 
+class SocialMediaParams(Section):
+    """The social-media chain of `evaluate_robustness`: resize down and up, blur, then JPEG re-compression."""
+
+    resize_scale: Annotated[float, Field(gt=0.0, lt=1.0)]
+    blur_sigma: Positive
+    jpeg_quality: Annotated[int, Field(ge=1, le=100)]
+
+
+class RobustnessParams(Section):
+    """`evaluate_robustness`: the strengths of each degradation of the test split."""
+
+    jpeg_quality: list[Annotated[int, Field(ge=1, le=100)]]
+    resize_scale: list[Annotated[float, Field(gt=0.0, lt=1.0)]]
+    blur_sigma: list[Positive]
+    social_media: SocialMediaParams
+    format_bias_quality: Annotated[int, Field(ge=1, le=100)]
+    batch_size: Count
+
+
 class PathsParams(Section):
     """The checkpoints the stages write; dvc.yaml declares the same paths through `${paths.*}`."""
 
@@ -204,6 +223,7 @@ class Params(Section):
     student: StudentParams
     teachers: dict[str, TeacherFile]
     evaluate: EvaluateParams
+    robustness: RobustnessParams
     paths: PathsParams
 
     @model_validator(mode="after")

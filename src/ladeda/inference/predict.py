@@ -40,7 +40,7 @@ from ladeda.data.folders import find_images, label_from_path
 from ladeda.data.images import load_rgb
 from ladeda.data.transforms import normalize_arrays
 from ladeda.evaluation.metrics import detection_metrics, sigmoid
-from ladeda.inference.heatmap import heatmap_path, save_heatmap
+from ladeda.reporting.heatmap import heatmap_path, save_heatmap
 from ladeda.models.checkpoints import load_model
 from ladeda.models.fastpath import FastModel, optimize_for_inference
 

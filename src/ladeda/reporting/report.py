@@ -1,4 +1,5 @@
-"""The human-readable Markdown report of teacher vs student (metrics/report.md)."""
+"""The human-readable Markdown report (metrics/report.md): teacher vs student on the test split, robustness to
+web degradations, efficiency, and the pictures (PNG links relative to the report)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,48 @@ def _ci(metrics: dict) -> str:
     return "n/a" if low is None else f"{low:.4f} - {high:.4f}"
 
 
-def markdown_report(result: dict, eff: dict) -> str:
-    """Teacher vs student on the test split: overall and per-subset metrics, agreement and efficiency."""
+def _drop(row: dict) -> str:
+    if "drop" not in row:
+        return "(reference)"
+    star = ", significant" if row["drop_significant"] else ""
+    return f"{-row['drop']:+.3f} (p {row['drop_p_value']:.2g}{star})"
+
+
+def robustness_section(robustness: dict) -> list[str]:
+    """Markdown lines: each degradation's teacher and student AUC with interval, and its change from clean
+    (paired DeLong test); then the format-bias verdict."""
+    lines = ["## Robustness (test split degraded as on the web)", "",
+             "| condition | teacher AUC (95% CI) | change | student AUC (95% CI) | change |", "|---|---|---|---|---|"]
+    for name, row in robustness["conditions"].items():
+        t, s = row["teacher"], row["student"]
+        lines.append(f"| {name} | {t['auc']:.3f} ({_ci(t)}) | {_drop(t)} | {s['auc']:.3f} ({_ci(s)}) | {_drop(s)} |")
+    bias = [r for r in robustness["conditions"].values() if r["family"] == "format_bias"]
+    if bias:
+        q = bias[0]["strength"]
+        lines += ["", f"Format bias (every test image re-saved as JPEG q{q:g}, which a person cannot tell from "
+                      "the original):"]
+        for model in ("teacher", "student"):
+            row = bias[0][model]
+            verdict = ("falls significantly: the detector leans on file format or compression history"
+                       if row["drop_significant"] and row["drop"] > 0 else "no significant drop: no sign of a "
+                       "format shortcut")
+            lines.append(f"- {model}: AUC {robustness['conditions']['clean'][model]['auc']:.3f} -> "
+                         f"{row['auc']:.3f} ({-row['drop']:+.3f}, p {row['drop_p_value']:.2g}): {verdict}.")
+    return lines + [""]
+
+
+def pictures_section(pictures: dict[str, str]) -> list[str]:
+    """Markdown image links, one per picture (title -> path relative to the report)."""
+    lines = ["## Pictures", ""]
+    for title, path in pictures.items():
+        lines += [f"**{title}**", "", f"![{title}]({path})", ""]
+    return lines
+
+
+def markdown_report(result: dict, eff: dict, robustness: dict | None = None,
+                    pictures: dict[str, str] | None = None) -> str:
+    """Teacher vs student on the test split: overall and per-subset metrics, agreement, efficiency, then the
+    robustness table and the pictures when given."""
     t, s = result["teacher"], result["student"]
     lines = [f"# Teacher vs student on `{result['data_root']}` (test split)", "",
              f"Teacher: `{result['teacher_weights']}` ({t['arch']}); student: Tiny-LaDeDa "
@@ -48,4 +89,8 @@ def markdown_report(result: dict, eff: dict) -> str:
               f"| FLOPs / image | {t['flops']:,} | {s['flops']:,} | {t['flops'] / s['flops']:,.0f}x |",
               f"| images/s (batch {e['batch_size']}, fast path) | {e['teacher']['images_per_s']:,.1f} | "
               f"{e['student']['images_per_s']:,.1f} | {e['speedup']:,.1f}x |", ""]
+    if robustness:
+        lines += robustness_section(robustness)
+    if pictures:
+        lines += pictures_section(pictures)
     return "\n".join(lines)
