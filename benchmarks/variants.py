@@ -79,8 +79,11 @@ def run_one(seed: int, variant: str, workdir: Path, overrides: dict[str, object]
            "recommendation": m["evaluate_teacher"].get("recommendation"),
            "student_test": m["evaluate_student"].get("student_test_auc", math.nan),
            "robustness": {name: {model: c[model]["auc"] for model in ("teacher", "student")}
-                          for name, c in m["evaluate_robustness"].get("conditions", {}).items()}}
-    print(f"seed {seed}, {variant}: {json.dumps({k: v for k, v in row.items() if k != 'robustness'})}", flush=True)
+                          for name, c in m["evaluate_robustness"].get("conditions", {}).items()},
+           "robustness_drop_significant": {name: {model: c[model].get("drop_significant") for model in
+                                                  ("teacher", "student")}
+                                           for name, c in m["evaluate_robustness"].get("conditions", {}).items()}}
+    print(f"seed {seed}, {variant}: {json.dumps({k: v for k, v in row.items() if not k.startswith('robustness')})}", flush=True)
     return row
 
 

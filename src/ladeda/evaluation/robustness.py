@@ -27,7 +27,7 @@ from ladeda.data.loaders import make_loader
 from ladeda.data.transforms import ImageTransform
 from ladeda.evaluation.intervals import paired_auc_test
 from ladeda.evaluation.metrics import detection_metrics
-from ladeda.evaluation.scoring import score
+from ladeda.evaluation.scoring import score_models
 
 
 class DownUp(nn.Module):
@@ -117,8 +117,7 @@ def evaluate_robustness(models: dict[str, nn.Module], dataset: LabeledImages, co
             progress(cond.name)
         loader = make_loader(perturbed_dataset(dataset, cond), batch_size, shuffle=False, seed=seed)
         entry: dict = {"family": cond.family, "strength": cond.strength}
-        for name, model in models.items():
-            s = score(model, loader, desc=f"{cond.name} {name}")
+        for name, s in score_models(models, loader, desc=cond.name).items():
             order = np.argsort(s.indices)
             labels, logits = s.labels[order], s.logits[order]
             entry[name] = _model_result(labels, logits, clean.get(name), f"test ({cond.name})")

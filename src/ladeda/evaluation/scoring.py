@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,23 +23,34 @@ class Scores:
     patch_maps: list[np.ndarray] | None = None
 
 
-@torch.no_grad()
 def score(model: nn.Module, loader: Iterable, device: str | torch.device = "cpu", patch_maps: bool = False,
           desc: str = "score") -> Scores:
     """Run `model` in eval mode over a loader of (images, labels, indices) batches."""
-    model.eval()
-    logits, labels, indices, maps = [], [], [], []
+    return score_models({"model": model}, loader, device, patch_maps, desc)["model"]
+
+
+@torch.no_grad()
+def score_models(models: Mapping[str, nn.Module], loader: Iterable, device: str | torch.device = "cpu",
+                 patch_maps: bool = False, desc: str = "score") -> dict[str, Scores]:
+    """Run several models in eval mode over one pass of a loader (each batch is decoded once for all of them)."""
+    for model in models.values():
+        model.eval()
+    logits = {name: [] for name in models}
+    maps = {name: [] for name in models}
+    labels, indices = [], []
     for x, y, idx in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
         x = x.to(device)
-        if patch_maps:
-            pm = model.patch_map(x)
-            maps.extend(pm[:, 0].cpu().numpy())
-            logits.append(pm.mean(dim=(1, 2, 3)).cpu())
-        else:
-            logits.append(model(x).cpu())
+        for name, model in models.items():
+            if patch_maps:
+                pm = model.patch_map(x)
+                maps[name].extend(pm[:, 0].cpu().numpy())
+                logits[name].append(pm.mean(dim=(1, 2, 3)).cpu())
+            else:
+                logits[name].append(model(x).cpu())
         labels.append(torch.as_tensor(y))
         indices.append(torch.as_tensor(idx))
-    if not logits:
+    if not labels:
         raise LadedaError("nothing to score: the split has no images")
-    return Scores(torch.cat(logits).double().numpy(), torch.cat(labels).numpy(), torch.cat(indices).numpy(),
-                  maps if patch_maps else None)
+    y, i = torch.cat(labels).numpy(), torch.cat(indices).numpy()
+    return {name: Scores(torch.cat(logits[name]).double().numpy(), y, i, maps[name] if patch_maps else None)
+            for name in models}
