@@ -11,7 +11,7 @@ from ladeda.distillation.loss import patch_agreement
 from ladeda.evaluation.efficiency import count_parameters, flops_per_image, machine_description, measure_throughput
 from ladeda.evaluation.intervals import describe_difference
 from ladeda.evaluation.metrics import metrics_by_subset, roc_points, student_vs_teacher
-from ladeda.evaluation.scoring import score
+from ladeda.evaluation.scoring import score_models
 from ladeda.models.checkpoints import load_model
 from ladeda.models.fastpath import optimize_for_inference
 from ladeda.pipeline.datasets import checked_loader, skipped_unreadable
@@ -29,9 +29,10 @@ def main() -> None:
     subsets = [s.subset for s in loader.dataset.samples]
     result = {"data_root": p.data.root, "teacher_weights": p.teacher_weights,
               "skipped_unreadable": skipped_unreadable(loader)}
-    scores = {}
-    for name, model in (("teacher", teacher), ("student", student)):
-        s = scores[name] = score(model, loader, patch_maps=True, desc=f"test {name}")
+    models = {"teacher": teacher, "student": student}
+    scores = score_models(models, loader, patch_maps=True, desc="test")
+    for name, model in models.items():
+        s = scores[name]
         result[name] = {"arch": type(model).__name__, "preprocess": model.preprocess,
                         "test": metrics_by_subset(s.labels, s.logits, [subsets[i] for i in s.indices]),
                         "parameters": count_parameters(model)}
@@ -45,7 +46,7 @@ def main() -> None:
     h = w = p.data.load_size or p.data.crop_size
     configure_threads()  # only the idle cores: busy ones make OpenMP threads stall each other
     eff = {"height": h, "width": w, "batch_size": p.evaluate.latency_batch, "machine": machine_description()}
-    for name, model in (("teacher", teacher), ("student", student)):
+    for name, model in models.items():
         result[name]["flops"] = flops_per_image(model, h, w)
         speed = measure_throughput(optimize_for_inference(model), h, w, batch_size=p.evaluate.latency_batch,
                                    repeats=p.evaluate.latency_repeats)

@@ -9,6 +9,7 @@ from ladeda.core.files import write_text
 from ladeda.core.outputs import REPORT, plots_dir, read_metrics, timings_path, write_metrics
 from ladeda.core.params import stage_params
 from ladeda.core.runtime import seed_everything
+from ladeda.evaluation.robustness import CURVES
 from ladeda.models.checkpoints import load_model
 from ladeda.models.geometry import patch_geometry
 from ladeda.pipeline.datasets import checked_loader
@@ -38,7 +39,7 @@ def main() -> None:
             {m: read_json(plots_dir("evaluate_student") / f"roc_{m}.json") for m in MODELS},
             {m: evaluation[f"{m}_test_auc"] for m in MODELS}, out / "roc.png"),
         "AUC under web degradations": robustness_curves(
-            {f: read_json(plots_dir("evaluate_robustness") / f"{f}.json") for f in ("jpeg", "resize", "blur")},
+            {f: read_json(plots_dir("evaluate_robustness") / f"{f}.json") for f in CURVES},
             {m: robustness[f"{m}_clean_auc"] for m in MODELS}, out / "robustness.png"),
     }
     models = {"teacher": load_selected_teacher(p), "student": load_model(p.paths.student_best)}

@@ -1,5 +1,6 @@
 """params.yaml loads into typed objects; bad keys, types and ranges are one clear error naming the key."""
 
+import re
 import typing
 from pathlib import Path
 
@@ -119,3 +120,11 @@ def test_stage_flags_override_params_keys(tmp_path):
     with pytest.raises(LadedaError, match="`finetune.epochs` must be >= 1"):
         stage_params("x", flags, ["--params", str(path), "--epochs", "-2"])
 
+
+
+def test_robustness_strengths_must_be_distinct_and_in_range():
+    for over, key in (({"jpeg_quality": [90, 90]}, "`robustness.jpeg_quality` lists a value twice"),
+                      ({"resize_scale": [1.5]}, "`robustness.resize_scale.0` must be < 1"),
+                      ({"social_media": {"jpeg_quality": 0}}, "`robustness.social_media.jpeg_quality` must be >= 1")):
+        with pytest.raises(LadedaError, match=re.escape(key)):
+            params_from_dict(project_params({"robustness": over}))

@@ -174,7 +174,9 @@ def test_alpha_distill_experiment_reruns_exactly_the_student_stages(project):
     exp = run([dvc, "exp", "run", "-S", "alpha_distill=0.1", "--name", "alpha01"], repo, env)
     assert ran_stages(exp.stdout) == STUDENT_STAGES, exp.stdout
     diff = json.loads(run([dvc, "metrics", "diff", "HEAD", "alpha01", "--all", "--json"], repo, env).stdout)
-    assert diff["metrics/train_student.json"]["alpha_distill"] == {"old": 0.05, "new": 0.1, "diff": pytest.approx(0.05)}
+    default = project_params()["alpha_distill"]
+    assert diff["metrics/train_student.json"]["alpha_distill"] == {"old": default, "new": 0.1,
+                                                                   "diff": pytest.approx(0.1 - default)}
     auc = diff["metrics/evaluate_student.json"]["student_test_auc"]
     assert 0 <= auc["old"] <= 1 and 0 <= auc["new"] <= 1
     teacher = diff["metrics/evaluate_teacher.json"]["val_auc"]

@@ -194,6 +194,14 @@ class RobustnessParams(Section):
     format_bias_quality: Annotated[int, Field(ge=1, le=100)]
     batch_size: Count
 
+    @model_validator(mode="after")
+    def _distinct(self):
+        for key in ("jpeg_quality", "resize_scale", "blur_sigma"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):  # each value names one condition in the metrics
+                raise ValueError(f"`robustness.{key}` lists a value twice: {values}")
+        return self
+
 
 class PathsParams(Section):
     """The checkpoints the stages write; dvc.yaml declares the same paths through `${paths.*}`."""

@@ -126,21 +126,20 @@ def evaluate_robustness(models: dict[str, nn.Module], dataset: LabeledImages, co
     return results
 
 
+CURVES = {"jpeg": ("quality", None), "resize": ("scale", 1.0), "blur": ("sigma", 0.0)}  # x, where clean sits
+
+
 def curves(results: dict[str, dict], models: Iterable[str]) -> dict[str, list[dict]]:
     """Plot rows per family: `jpeg` (x quality), `resize` (x scale, clean at 1), `blur` (x sigma, clean at 0),
     each row `{x: value, <model>_auc: auc, ...}` sorted by x."""
     models = list(models)
-    clean = results["clean"]
-    keys = {"jpeg": "quality", "resize": "scale", "blur": "sigma"}
-    rows: dict[str, list[dict]] = {family: [] for family in keys}
-    for family, x in keys.items():
+    rows: dict[str, list[dict]] = {}
+    for family, (x, clean_at) in CURVES.items():
         entries = [(r["strength"], r) for r in results.values() if r["family"] == family]
-        if family == "resize":
-            entries.append((1.0, clean))
-        if family == "blur":
-            entries.append((0.0, clean))
-        for value, r in sorted(entries, key=lambda e: e[0]):
-            rows[family].append({x: value, **{f"{m}_auc": r[m]["auc"] for m in models}})
+        if clean_at is not None:
+            entries.append((clean_at, results["clean"]))
+        rows[family] = [{x: value, **{f"{m}_auc": r[m]["auc"] for m in models}}
+                        for value, r in sorted(entries, key=lambda e: e[0])]
     return rows
 
 

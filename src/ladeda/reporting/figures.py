@@ -19,6 +19,7 @@ from torch import nn
 
 from ladeda.core.files import atomic_path
 from ladeda.data.images import load_rgb
+from ladeda.evaluation.robustness import CURVES
 from ladeda.models.geometry import PatchGeometry
 from ladeda.reporting.heatmap import render_heatmap
 
@@ -81,16 +82,16 @@ def roc_curves(rocs: Mapping[str, Sequence[Mapping[str, float]]], aucs: Mapping[
     return save_figure(fig, path)
 
 
-ROBUSTNESS_PANELS = (("jpeg", "quality", "JPEG quality"), ("resize", "scale", "resize scale (down and up)"),
-                     ("blur", "sigma", "Gaussian blur sigma"))
+PANEL_LABELS = {"jpeg": "JPEG quality", "resize": "resize scale (down and up)", "blur": "Gaussian blur sigma"}
 
 
 def robustness_curves(rows: Mapping[str, Sequence[Mapping[str, float]]], clean: Mapping[str, float],
                       path: str | os.PathLike) -> Path:
     """AUC vs JPEG quality / resize scale / blur sigma, one line per model; the dotted line is its clean AUC."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.1), sharey=True)
-    for ax, (family, x, label) in zip(axes, ROBUSTNESS_PANELS):
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(10, 3.1), sharey=True)
+    for ax, (family, (x, _)) in zip(axes, CURVES.items()):
+        label = PANEL_LABELS[family]
         for name, style in MODEL_STYLE.items():
             data = rows.get(family) or []
             if name not in clean or not data:
