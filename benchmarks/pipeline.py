@@ -56,11 +56,11 @@ def main() -> None:
     args = ap.parse_args()
     identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
                 for what, value in (("NAME", "bench"), ("EMAIL", "bench@localhost"))}  # exp run commits
-    env = {**identity, **os.environ, "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     print(f"machine: {machine_description()}; load before: {load_average()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="ladeda-bench-") as tmp:
         clone = Path(tmp) / "ladeda"
+        env = {**identity, **os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(clone / "src"),  # the clone's code
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         pipeline_s, stages = timed_run(["dvc", "repro"], clone, env)
         experiment_s, exp_stages = timed_run(["dvc", "exp", "run", "--temp", "-S", "alpha_distill=0.1"], clone, env)

@@ -28,8 +28,9 @@ def main() -> None:
                                   progress=lambda name: print(f"evaluate_robustness: {name}", flush=True))
     for family, rows in curves(results, models).items():
         write_json(plots_dir("evaluate_robustness") / f"{family}.json", rows)
-    head = summary(results, models)
+    head = summary(results, models, r.format_bias_min_drop)
     write_metrics("evaluate_robustness", {**head, "data_root": p.data.root, "teacher_weights": p.teacher_weights,
+                                          "format_bias_min_drop": r.format_bias_min_drop,
                                           "n_images": len(loader.dataset), "skipped_unreadable":
                                           skipped_unreadable(loader), "conditions": results})
     print(json.dumps(head, indent=2))

@@ -17,7 +17,7 @@ from ladeda.models import TinyLaDeDa
 from ladeda.models.geometry import patch_geometry
 from ladeda.reporting.figures import (auc_per_epoch, heatmap_examples, heatmap_grid, read_curve,
                                       robustness_curves, roc_curves)
-from ladeda.reporting.report import markdown_report
+from ladeda.reporting.report import markdown_report, robustness_section
 
 SOCIAL = {"resize_scale": 0.75, "blur_sigma": 0.5, "jpeg_quality": 80}
 
@@ -165,4 +165,29 @@ def markdown_report_lines(res, pictures):
               "student_vs_teacher_text": "no difference"}
     eff = {"height": 8, "width": 8, "machine": "m", "batch_size": 1, "speedup": 1.0,
            "teacher": {"images_per_s": 1.0}, "student": {"images_per_s": 1.0}}
-    return markdown_report(result, eff, {"conditions": res}, pictures).splitlines()
+    robustness = {"conditions": res, "format_bias_min_drop": 0.02, **summary(res, ("teacher", "student"))}
+    return markdown_report(result, eff, robustness, pictures).splitlines()
+
+
+def bias_results(drop: float, significant: bool) -> dict:
+    row = {"auc": 0.8, "drop": drop, "drop_p_value": 0.01 if significant else 0.5, "drop_significant": significant}
+    return {"clean": {"family": "clean", "strength": None, "teacher": {"auc": 0.8 + drop}},
+            "format_bias_jpeg_q96": {"family": "format_bias", "strength": 96, "teacher": row}}
+
+
+@pytest.mark.parametrize("drop, significant, shortcut, words", [
+    (0.10, True, True, "leans on file format"),
+    (0.001, True, False, "significant but small drop (under 0.02)"),
+    (0.10, False, False, "no significant drop"),
+    (-0.05, True, False, "no significant drop"),  # a rise is no shortcut
+])
+def test_format_shortcut_needs_a_significant_and_material_drop(drop, significant, shortcut, words):
+    res = bias_results(drop, significant)
+    head = summary(res, ["teacher"], format_bias_min_drop=0.02)
+    assert head["teacher_format_shortcut"] is shortcut and head["teacher_format_bias_drop"] == drop
+    res["clean"]["student"] = res["format_bias_jpeg_q96"]["student"] = {"auc": 0.5, "drop": 0.0,
+                                                                         "drop_p_value": 1.0,
+                                                                         "drop_significant": False}
+    text = "\n".join(robustness_section({"conditions": res, "format_bias_min_drop": 0.02, **head}))
+    teacher_line = next(line for line in text.splitlines() if line.startswith("- teacher:"))
+    assert words in teacher_line, teacher_line

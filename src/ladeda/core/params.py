@@ -192,6 +192,7 @@ class RobustnessParams(Section):
     blur_sigma: list[Positive]
     social_media: SocialMediaParams
     format_bias_quality: Annotated[int, Field(ge=1, le=100)]
+    format_bias_min_drop: Annotated[float, Field(ge=0.0, le=1.0)]  # smaller significant drops are no shortcut
     batch_size: Count
 
     @model_validator(mode="after")

@@ -143,9 +143,11 @@ def curves(results: dict[str, dict], models: Iterable[str]) -> dict[str, list[di
     return rows
 
 
-def summary(results: dict[str, dict], models: Iterable[str]) -> dict:
-    """Headline numbers: each model's clean AUC, worst AUC and the condition it occurs under, and the
-    format-bias drop with its p-value."""
+def summary(results: dict[str, dict], models: Iterable[str], format_bias_min_drop: float = 0.02) -> dict:
+    """Headline numbers: each model's clean AUC, worst AUC and the condition it occurs under, and the format-bias
+    drop with its p-value and verdict: `format_shortcut` when the drop is significant and at least
+    `format_bias_min_drop` (on hundreds of images the paired test calls even a 0.001 drop significant when the
+    scores barely move, which is no shortcut)."""
     out: dict = {}
     bias = next((r for r in results.values() if r["family"] == "format_bias"), None)
     for m in models:
@@ -153,7 +155,9 @@ def summary(results: dict[str, dict], models: Iterable[str]) -> dict:
         out[f"{m}_clean_auc"] = results["clean"][m]["auc"]
         out[f"{m}_worst_auc"], out[f"{m}_worst_condition"] = worst, worst_name
         if bias is not None:
-            out[f"{m}_format_bias_drop"] = bias[m]["drop"]
-            out[f"{m}_format_bias_p_value"] = bias[m]["drop_p_value"]
-            out[f"{m}_format_bias_significant"] = bias[m]["drop_significant"]
+            row = bias[m]
+            out[f"{m}_format_bias_drop"] = row["drop"]
+            out[f"{m}_format_bias_p_value"] = row["drop_p_value"]
+            out[f"{m}_format_bias_significant"] = row["drop_significant"]
+            out[f"{m}_format_shortcut"] = bool(row["drop_significant"] and row["drop"] >= format_bias_min_drop)
     return out
