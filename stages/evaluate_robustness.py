@@ -24,7 +24,7 @@ def main() -> None:
     loader = checked_loader(p, "test", r.batch_size)
     conditions = perturbations(r.jpeg_quality, r.resize_scale, r.blur_sigma, r.social_media.model_dump(),
                                r.format_bias_quality)
-    results = evaluate_robustness(models, loader.dataset, conditions, r.batch_size, p.seed,
+    results = evaluate_robustness(models, loader.dataset, conditions, r.batch_size,
                                   progress=lambda name: print(f"evaluate_robustness: {name}", flush=True))
     for family, rows in curves(results, models).items():
         write_json(plots_dir("evaluate_robustness") / f"{family}.json", rows)

@@ -102,8 +102,7 @@ def _model_result(labels: np.ndarray, logits: np.ndarray, clean_logits: np.ndarr
 
 
 def evaluate_robustness(models: dict[str, nn.Module], dataset: LabeledImages, conditions: list[Perturbation],
-                        batch_size: int, seed: int = 0,
-                        progress: Callable[[str], None] | None = None) -> dict[str, dict]:
+                        batch_size: int, progress: Callable[[str], None] | None = None) -> dict[str, dict]:
     """`{condition: {"family", "strength", model: {auc, interval, accuracies, drop vs clean + paired test}}}`.
 
     `conditions` must start with `CLEAN` (the reference of every drop). Images are matched by index, so the
@@ -115,7 +114,7 @@ def evaluate_robustness(models: dict[str, nn.Module], dataset: LabeledImages, co
     for cond in conditions:
         if progress:
             progress(cond.name)
-        loader = make_loader(perturbed_dataset(dataset, cond), batch_size, shuffle=False, seed=seed)
+        loader = make_loader(perturbed_dataset(dataset, cond), batch_size, shuffle=False)
         entry: dict = {"family": cond.family, "strength": cond.strength}
         for name, s in score_models(models, loader, desc=cond.name).items():
             order = np.argsort(s.indices)
