@@ -3,7 +3,7 @@
 from ladeda.core.errors import run_cli
 from ladeda.core.outputs import write_metrics
 from ladeda.core.params import stage_params
-from ladeda.core.runtime import seed_everything
+from ladeda.core.runtime import seed_everything, setup_runtime
 from ladeda.evaluation.metrics import detection_metrics
 from ladeda.evaluation.scoring import score
 from ladeda.pipeline.datasets import checked_loader, skipped_unreadable
@@ -16,9 +16,10 @@ FLAGS = {"--checkpoint": ("teacher.pretrained", str), "--batch-size": ("diagnose
 def main() -> None:
     p = stage_params(__doc__, FLAGS)
     seed_everything(p.seed)
+    rt = setup_runtime(p.runtime)
     teacher = load_pretrained_teacher(p)
-    val = checked_loader(p, "val", p.diagnose.batch_size)
-    s = score(teacher, val, desc="diagnose")
+    val = checked_loader(p, "val", p.diagnose.batch_size, rt)
+    s = score(teacher, val, rt, desc="diagnose")
     m = detection_metrics(s.labels, s.logits, name=f"{p.data.root}/val")
     band = diagnose_band(m["auc"], p.diagnose.good, p.diagnose.bad)
     margins = threshold_margins(m, {"good": p.diagnose.good, "bad": p.diagnose.bad})

@@ -7,7 +7,7 @@ from ladeda.core.errors import run_cli
 from ladeda.core.files import write_json
 from ladeda.core.outputs import plots_dir, write_metrics
 from ladeda.core.params import stage_params
-from ladeda.core.runtime import seed_everything
+from ladeda.core.runtime import seed_everything, setup_runtime
 from ladeda.evaluation.robustness import curves, evaluate_robustness, perturbations, summary
 from ladeda.models.checkpoints import load_model
 from ladeda.pipeline.datasets import checked_loader, skipped_unreadable
@@ -19,13 +19,14 @@ FLAGS = {"--teacher-weights": ("teacher_weights", str), "--batch-size": ("robust
 def main() -> None:
     p = stage_params(__doc__, FLAGS)
     seed_everything(p.seed)
+    rt = setup_runtime(p.runtime)
     r = p.robustness
     models = {"teacher": load_selected_teacher(p), "student": load_model(p.paths.student_best)}
-    loader = checked_loader(p, "test", r.batch_size)
+    loader = checked_loader(p, "test", r.batch_size, rt)
     conditions = perturbations(r.jpeg_quality, r.resize_scale, r.blur_sigma, r.social_media.model_dump(),
                                r.format_bias_quality)
     results = evaluate_robustness(models, loader.dataset, conditions, r.batch_size,
-                                  progress=lambda name: print(f"evaluate_robustness: {name}", flush=True))
+                                  progress=lambda name: print(f"evaluate_robustness: {name}", flush=True), runtime=rt)
     for family, rows in curves(results, models).items():
         write_json(plots_dir("evaluate_robustness") / f"{family}.json", rows)
     head = summary(results, models, r.format_bias_min_drop)

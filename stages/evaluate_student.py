@@ -6,7 +6,7 @@ from ladeda.core.errors import run_cli
 from ladeda.core.files import write_json
 from ladeda.core.outputs import plots_dir, write_metrics, write_timings
 from ladeda.core.params import stage_params
-from ladeda.core.runtime import configure_threads, seed_everything
+from ladeda.core.runtime import seed_everything, setup_runtime
 from ladeda.distillation.loss import patch_agreement
 from ladeda.evaluation.efficiency import count_parameters, flops_per_image, machine_description, measure_throughput
 from ladeda.evaluation.intervals import describe_difference
@@ -23,14 +23,15 @@ FLAGS = {"--teacher-weights": ("teacher_weights", str), "--batch-size": ("evalua
 def main() -> None:
     p = stage_params(__doc__, FLAGS)
     seed_everything(p.seed)
+    rt = setup_runtime(p.runtime)
     student = load_model(p.paths.student_best)
     teacher = load_selected_teacher(p)
-    loader = checked_loader(p, "test", p.evaluate.batch_size)
+    loader = checked_loader(p, "test", p.evaluate.batch_size, rt)
     subsets = [s.subset for s in loader.dataset.samples]
     result = {"data_root": p.data.root, "teacher_weights": p.teacher_weights,
               "skipped_unreadable": skipped_unreadable(loader)}
     models = {"teacher": teacher, "student": student}
-    scores = score_models(models, loader, patch_maps=True, desc="test")
+    scores = score_models(models, loader, rt, patch_maps=True, desc="test")
     for name, model in models.items():
         s = scores[name]
         result[name] = {"arch": type(model).__name__, "preprocess": model.preprocess,
@@ -44,7 +45,7 @@ def main() -> None:
     agreement = patch_agreement(scores["student"].patch_maps, scores["teacher"].patch_maps)
     result["patch_agreement"], result["patch_agreement_spearman"] = agreement["pearson"], agreement["spearman"]
     h = w = p.data.load_size or p.data.crop_size
-    configure_threads()  # only the idle cores: busy ones make OpenMP threads stall each other
+    models = {name: model.cpu() for name, model in models.items()}  # efficiency is measured on the CPU
     eff = {"height": h, "width": w, "batch_size": p.evaluate.latency_batch, "machine": machine_description()}
     for name, model in models.items():
         result[name]["flops"] = flops_per_image(model, h, w)

@@ -3,7 +3,7 @@
 from ladeda.core.errors import run_cli
 from ladeda.core.outputs import write_metrics
 from ladeda.core.params import stage_params
-from ladeda.core.runtime import seed_everything
+from ladeda.core.runtime import seed_everything, setup_runtime
 from ladeda.evaluation.metrics import detection_metrics, metrics_by_subset
 from ladeda.evaluation.scoring import score
 from ladeda.models.checkpoints import load_model, read_checkpoint
@@ -16,14 +16,15 @@ FLAGS = {"--batch-size": ("evaluate_teacher.batch_size", int)}
 def main() -> None:
     p = stage_params(__doc__, FLAGS)
     seed_everything(p.seed)
+    rt = setup_runtime(p.runtime)
     teacher = load_model(p.paths.finetuned)
     finetuned = bool(read_checkpoint(p.paths.finetuned).get("finetuned", False))
     bs = p.evaluate_teacher.batch_size
-    val_loader = checked_loader(p, "val", bs)
-    val = score(teacher, val_loader, desc="val")
+    val_loader = checked_loader(p, "val", bs, rt)
+    val = score(teacher, val_loader, rt, desc="val")
     val_m = detection_metrics(val.labels, val.logits, name=f"{p.data.root}/val")
-    test_loader = checked_loader(p, "test", bs)
-    test = score(teacher, test_loader, desc="test")
+    test_loader = checked_loader(p, "test", bs, rt)
+    test = score(teacher, test_loader, rt, desc="test")
     subsets = [test_loader.dataset.samples[i].subset for i in test.indices]
     test_m = metrics_by_subset(test.labels, test.logits, subsets, name=f"{p.data.root}/test")
     rec = distill_recommendation(val_m["auc"], p.evaluate_teacher.ready, p.evaluate_teacher.skip)

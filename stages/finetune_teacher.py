@@ -6,7 +6,7 @@ from ladeda.core.errors import run_cli
 from ladeda.core.fingerprint import inputs_digest
 from ladeda.core.outputs import plots_dir, read_metrics, write_metrics, write_timings
 from ladeda.core.params import stage_params
-from ladeda.core.runtime import seed_everything, tune_allocator
+from ladeda.core.runtime import seed_everything, setup_runtime, tune_allocator
 from ladeda.models.checkpoints import checkpoint_on_best, save_checkpoint
 from ladeda.pipeline.datasets import checked_loader, skipped_unreadable
 from ladeda.pipeline.gates import finetune_decision
@@ -24,6 +24,7 @@ def main() -> None:
     p = stage_params(__doc__, FLAGS)
     seed_everything(p.seed)
     tune_allocator()
+    rt = setup_runtime(p.runtime)
     out = p.paths.finetuned
     diagnosis = read_metrics("diagnose")
     decision = finetune_decision(p.finetune.policy, diagnosis["band"])
@@ -43,14 +44,14 @@ def main() -> None:
         else:
             train_mode = freeze_for_finetuning(model, p.finetune.unfreeze_blocks)
             set_bn_momentum(model, p.finetune.bn_momentum)  # frozen BatchNorms stay in eval mode regardless
-            train = checked_loader(p, "train", p.finetune.batch_size)
-            val = checked_loader(p, "val", p.finetune.val_batch_size)
+            train = checked_loader(p, "train", p.finetune.batch_size, rt)
+            val = checked_loader(p, "val", p.finetune.val_batch_size, rt)
             result = fit(model, train, val, FitConfig.from_section(p.finetune, p.seed, params=used,
                                                                 inputs=inputs_digest(p.teacher.pretrained, p.data.root)),
                          train_mode=train_mode,
                          on_best=checkpoint_on_best(out, p.data.crop_size, used, finetuned=True,
                                                     reason=decision.reason),
-                         log_epoch=log, last_path=f"{p.paths.resume}/finetune_teacher.pt", desc="finetune")
+                         log_epoch=log, last_path=f"{p.paths.resume}/finetune_teacher.pt", desc="finetune", runtime=rt)
             summary.update(val_auc=result.best_auc, best_epoch=result.best_epoch, epochs_run=result.epochs_run,
                            stopped_early=result.stopped_early, skipped_unreadable=skipped_unreadable(train, val))
             timings = {"seconds": round(result.seconds, 1), "epochs_timed": result.epochs_run - result.resumed_from}

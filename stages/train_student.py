@@ -6,7 +6,7 @@ from ladeda.core.errors import run_cli
 from ladeda.core.fingerprint import inputs_digest
 from ladeda.core.outputs import plots_dir, write_metrics, write_timings
 from ladeda.core.params import stage_params
-from ladeda.core.runtime import seed_everything, tune_allocator
+from ladeda.core.runtime import seed_everything, setup_runtime, tune_allocator
 from ladeda.distillation.schedule import plan_schedule, train_student
 from ladeda.distillation.targets import target_scale
 from ladeda.models import TinyLaDeDa
@@ -28,18 +28,19 @@ def main() -> None:
     p = stage_params(__doc__, FLAGS)
     seed_everything(p.seed)
     tune_allocator()
+    rt = setup_runtime(p.runtime)
     best_path, final_path = p.paths.student_best, p.paths.student_final
-    teacher = load_selected_teacher(p)
-    val = checked_loader(p, "val", p.student.val_batch_size)
-    gate = distillation_gate(p, teacher, val)
+    teacher = load_selected_teacher(p).to(rt.device)
+    val = checked_loader(p, "val", p.student.val_batch_size, rt)
+    gate = distillation_gate(p, teacher, val, rt)
     distill = gate["recommendation"] != "skip"
     print(f"train_student: teacher {p.teacher_weights} (val AUC {gate['teacher_val_auc']:.4f}): "
           f"{RECOMMENDATION_WORDS[gate['recommendation']]}")
     phases = plan_schedule(p.student, p.task_weight, p.alpha_distill, distill)
     student = TinyLaDeDa(p.student.preprocess, p.student.npr_scale)
     set_bn_momentum(student, p.student.bn_momentum)
-    train = checked_loader(p, "train", p.student.batch_size)
-    scale = target_scale(p.distill.target, teacher if distill else None, train, p.seed)
+    train = checked_loader(p, "train", p.student.batch_size, rt)
+    scale = target_scale(p.distill.target, teacher if distill else None, train, p.seed, rt.device)
     target = {"target": p.distill.target, "scale": scale}  # recorded in both checkpoints
     if scale is not None:
         print(f"train_student: distillation target standardized by the teacher's patch-logit std {scale:.4g}")
@@ -52,7 +53,8 @@ def main() -> None:
                                 on_best=checkpoint_on_best(best_path, p.data.crop_size, used,
                                                            teacher=p.teacher_weights, distill=target),
                                 log_epoch=log, resume_dir=f"{p.paths.resume}/train_student",
-                                extra={"params": used, "inputs": inputs_digest(p.teacher_file().path, p.data.root)})
+                                extra={"params": used, "inputs": inputs_digest(p.teacher_file().path, p.data.root)},
+                                runtime=rt)
     best_auc = max(r.best_auc for _, r in results)
     last = results[-1][1].history[-1]
     final_auc = last["val_auc"]

@@ -98,8 +98,7 @@ def test_stages_skip_the_unreadable_files_check_data_reported(tmp_path, monkeypa
     (data / "train/1_fake/bad.png").write_bytes(b"\x89PNG broken")
     monkeypatch.chdir(tmp_path)
     write_metrics("check_data", _check(data, max_unreadable_fraction=0.05))
-    p = params_from_dict(project_params({"data": {"root": str(data), "crop_size": 16, "load_size": 16,
-                                                  "num_workers": 0}}))
+    p = params_from_dict(project_params({"data": {"root": str(data), "crop_size": 16, "load_size": 16}}))
     loader = checked_loader(p, "train", batch_size=4)
     assert len(loader.dataset) == 20 and len(loader.dataset.scan.excluded) == 1
     assert sum(len(labels) for _, labels, _ in loader) == 20  # iterating never touches bad.png

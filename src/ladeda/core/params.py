@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -64,7 +64,6 @@ class DataParams(Section):
     jpeg_prob: Probability
     jpeg_quality: Annotated[list[Annotated[int, Field(ge=1, le=100)]], Field(min_length=2, max_length=2)]
     max_unreadable_fraction: Probability
-    num_workers: NonNegative
 
     @model_validator(mode="after")
     def _sizes(self):
@@ -204,6 +203,15 @@ class RobustnessParams(Section):
         return self
 
 
+class RuntimeParams(Section):
+    """How the stages use the hardware (`core.runtime`): device, precision, loader workers, CPU threads."""
+
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
+    precision: Literal["auto", "fp32", "bf16", "fp16"]
+    num_workers: Union[Literal["auto"], NonNegative]
+    threads: Union[Literal["auto"], Count]
+
+
 class PathsParams(Section):
     """The checkpoints the stages write; dvc.yaml declares the same paths through `${paths.*}`."""
 
@@ -233,6 +241,7 @@ class Params(Section):
     teachers: dict[str, TeacherFile]
     evaluate: EvaluateParams
     robustness: RobustnessParams
+    runtime: RuntimeParams
     paths: PathsParams
 
     @model_validator(mode="after")
@@ -305,7 +314,8 @@ def describe_error(error: dict) -> str:
             "float_type": "must be a number", "string_type": "must be a string", "bool_type": "must be true or false",
             "dict_type": "must be a mapping", "model_type": "must be a mapping", "list_type": "must be a list",
             "literal_error": "must be one of {expected}", "string_too_short": "must not be empty",
-            "too_short": "must have {min_length} items", "too_long": "must have {max_length} items"}.get(kind)
+            "too_short": "must have {min_length} items", "too_long": "must have {max_length} items",
+            "string_pattern_mismatch": "must match {pattern}"}.get(kind)
     bounds = {k: f"{v:g}" if isinstance(v, float) else v for k, v in ctx.items()}  # 1.0 -> 1
     text = what.format(**bounds) if what else error["msg"]
     return f"`{key}` {text}, got {value!r}"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import random
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -46,8 +48,8 @@ def resolve_device(name: str) -> torch.device:
     """`auto` -> CUDA when available else CPU; asking for CUDA without one is a clear error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise LadedaError("--device cuda: torch sees no CUDA GPU here; use --device cpu (or auto)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LadedaError(f"device {name}: torch sees no CUDA GPU here; use cpu (or auto)")
     return torch.device(name)
 
 
@@ -114,3 +116,63 @@ def _cpu_times(cpus: list[int]) -> list[tuple[int, int]] | None:
         return out
     except (OSError, KeyError, ValueError, IndexError):
         return None
+
+
+GPU_WORKERS = 8  # DataLoader workers with a GPU: decoding and augmenting 224-px crops keeps ~8 cores busy per GPU
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Resolved `runtime` params: where tensors live, the autocast dtype, loader workers and CPU threads."""
+
+    device: torch.device
+    precision: str  # fp32 | bf16 | fp16
+    num_workers: int
+    threads: int
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype, or None for fp32."""
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def autocast(self):
+        """Mixed-precision context for forward passes (a no-op at fp32)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """Loss scaling for fp16 (its small range underflows gradients); disabled, a pass-through, otherwise."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def loader_options(self) -> dict:
+        """DataLoader keywords: workers (kept alive across epochs) and pinned memory for copies to a GPU."""
+        return {"num_workers": self.num_workers, "pin_memory": self.device.type == "cuda"}
+
+
+CPU = Runtime(torch.device("cpu"), "fp32", 0, 1)  # what library functions assume when not told otherwise
+
+
+def setup_runtime(section) -> Runtime:
+    """Resolve a `runtime` params section and apply its thread count to this process (see configure_threads)."""
+    device = resolve_device(section.device)
+    precision = resolve_precision(section.precision, device)
+    workers = section.num_workers
+    if workers == "auto":
+        workers = min(GPU_WORKERS, len(os.sched_getaffinity(0))) if device.type == "cuda" else 0
+    threads = configure_threads(None if section.threads == "auto" else section.threads)
+    rt = Runtime(device, precision, int(workers), threads)
+    print(f"runtime: {device}, {precision}, {rt.num_workers} loader workers, {threads} CPU threads")
+    return rt
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """`auto`: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on the CPU; fp16 on the CPU is refused."""
+    if name == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if name == "fp16" and device.type != "cuda":
+        raise LadedaError("runtime.precision=fp16 needs a CUDA device (fp16 needs loss scaling, which torch "
+                          "supports on GPUs); use fp32 or bf16 on the CPU")
+    return name

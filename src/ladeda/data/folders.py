@@ -255,7 +255,13 @@ class LabeledImages(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        """(tensor, label, index); an (index, seed) pair runs the random transform on its own seeded stream."""
+        if isinstance(index, tuple):
+            index, seed = index
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self[index]
         sample = self.samples[index]
         return self.transform(load_rgb(sample.path)), sample.label, index
 

@@ -6,7 +6,7 @@ import math
 from typing import Any, Iterable, Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
 
 from ladeda.core.params import DataParams
 from ladeda.data.folders import LabeledImages
@@ -52,19 +52,49 @@ class SizeBucketBatchSampler(Sampler[list[int]]):
         return sum(math.ceil(len(b) / self.batch_size) for b in self.buckets)
 
 
+class SeededBatches(Sampler[list[tuple[int, int]]]):
+    """Batches of (index, augmentation seed): each item's random transform draws from its own seed.
+
+    The seeds come from `generator` (one draw per pass, then a fixed function of the index), so the
+    augmentation of every image is the same whichever worker process decodes it: `num_workers` is a
+    performance knob that does not change results. Reseeding `generator` replays a pass exactly.
+    """
+
+    def __init__(self, batches: Sampler[list[int]], generator: torch.Generator):
+        self.batches, self.generator = batches, generator
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        base = int(torch.randint(0, 2**62, (), generator=self.generator))  # drawn before the shuffle
+        for batch in self.batches:
+            yield [(i, (base + 1_000_003 * i) % 2**63) for i in batch]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 def make_loader(dataset: LabeledImages, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
-                drop_last: bool = False) -> DataLoader:
+                drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
     """A deterministic DataLoader (seeded generator); mixed output sizes are batched by size, never mixed.
 
     Items are (tensor, label, index) so callers can map scores back to `dataset.samples` whatever the order.
+    Shuffled (training) loaders give each item its own augmentation seed (`SeededBatches`), so results do not
+    depend on `num_workers`; workers are kept alive across epochs.
     """
-    generator = torch.Generator().manual_seed(seed)
-    common = dict(num_workers=num_workers, generator=generator, persistent_workers=False)
+    generator = torch.Generator().manual_seed(seed)  # order and augmentation seeds
+    # The loader's own generator only seeds worker processes; kept apart, since persistent workers draw from
+    # it once while a new iterator every epoch (num_workers 0) draws each time.
+    common = dict(num_workers=num_workers, generator=torch.Generator().manual_seed(seed),
+                  persistent_workers=num_workers > 0, pin_memory=pin_memory)
     sizes = dataset.output_sizes() if hasattr(dataset, "output_sizes") else None
     if sizes is None or len(set(sizes)) <= 1:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **common)
-    sampler = SizeBucketBatchSampler(sizes, batch_size, shuffle, generator, drop_last)
-    return DataLoader(dataset, batch_sampler=sampler, **common)
+        if not shuffle:
+            return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=drop_last, **common)
+        batches = BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last)
+    else:
+        batches = SizeBucketBatchSampler(sizes, batch_size, shuffle, generator, drop_last)
+    if shuffle:
+        batches = SeededBatches(batches, generator)
+    return DataLoader(dataset, batch_sampler=batches, **common)
 
 
 def reseed_loader(loader: Any, seed: int) -> None:
@@ -76,11 +106,11 @@ def reseed_loader(loader: Any, seed: int) -> None:
 
 
 def split_loader(data: DataParams, root: str, split: str, batch_size: int, seed: int,
-                 exclude: Iterable[str] = ()) -> DataLoader:
+                 exclude: Iterable[str] = (), num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """Loader of `{root}/{split}` with the split's transform (train: crop+flip, shuffled; val/test: fixed).
 
     `exclude`: paths relative to `root` to leave out (the files the data check found unreadable);
-    the printed split summary counts them.
+    the printed split summary counts them. `num_workers`, `pin_memory`: see `Runtime.loader_options`.
     """
     mode = "train" if split == "train" else ("val" if split == "val" else "test")
     transform = build_transform(mode, data.crop_size, data.load_size, even=True, blur_prob=data.blur_prob,
@@ -88,4 +118,5 @@ def split_loader(data: DataParams, root: str, split: str, batch_size: int, seed:
                                 jpeg_quality=data.jpeg_quality)
     dataset = LabeledImages.from_split(root, split, transform, exclude)
     print(f"{root}: {dataset.scan.summary()}")
-    return make_loader(dataset, batch_size, shuffle=mode == "train", seed=seed, num_workers=data.num_workers)
+    return make_loader(dataset, batch_size, shuffle=mode == "train", seed=seed, num_workers=num_workers,
+                       pin_memory=pin_memory)

@@ -12,6 +12,7 @@ import numpy as np
 from torch import nn
 
 from ladeda.core.errors import LadedaError
+from ladeda.core.runtime import CPU, Runtime
 from ladeda.distillation.loss import patch_agreement
 from ladeda.evaluation.scoring import score
 from ladeda.models.fastpath import optimize_for_inference
@@ -33,15 +34,15 @@ class DistillMonitor:
     each epoch scores only the student, which is tiny. One monitor serves every phase of a schedule.
     """
 
-    def __init__(self, teacher: nn.Module, val_loader: Iterable, device="cpu"):
-        self.teacher, self.val_loader, self.device = teacher, val_loader, device
+    def __init__(self, teacher: nn.Module, val_loader: Iterable, runtime: Runtime = CPU):
+        self.teacher, self.val_loader, self.runtime = teacher, val_loader, runtime
         self._teacher_maps: list[np.ndarray] | None = None
         self._indices: np.ndarray | None = None
 
     def teacher_maps(self) -> tuple[list[np.ndarray], np.ndarray]:
         """The teacher's validation patch maps and their dataset indices (computed on first use)."""
         if self._teacher_maps is None:
-            s = score(optimize_for_inference(self.teacher), self.val_loader, device=self.device, patch_maps=True,
+            s = score(optimize_for_inference(self.teacher), self.val_loader, runtime=self.runtime, patch_maps=True,
                       desc="validate teacher maps")
             self._teacher_maps, self._indices = s.patch_maps, s.indices
         return self._teacher_maps, self._indices
@@ -49,7 +50,7 @@ class DistillMonitor:
     def agreement(self, student: nn.Module) -> dict[str, float]:
         """`val_patch_pearson` / `val_patch_spearman` of the aligned student maps against the cached teacher maps."""
         teacher_maps, indices = self.teacher_maps()
-        s = score(student, self.val_loader, device=self.device, patch_maps=True, desc="validate patch maps")
+        s = score(student, self.val_loader, runtime=self.runtime, patch_maps=True, desc="validate patch maps")
         if not np.array_equal(s.indices, indices):
             raise LadedaError("the validation loader changed its order between passes; patch agreement needs "
                               "a fixed order (shuffle=False)")

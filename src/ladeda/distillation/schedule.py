@@ -12,6 +12,7 @@ from ladeda.distillation.loss import make_distill_step
 from ladeda.distillation.monitor import DistillMonitor
 from ladeda.core.errors import LadedaError
 from ladeda.core.params import StudentParams
+from ladeda.core.runtime import CPU, Runtime
 from ladeda.training.fit import FitConfig, FitResult, fit
 
 
@@ -48,7 +49,7 @@ def train_student(student: nn.Module, teacher: nn.Module | None, phases: list[Ph
                   on_best: Callable[[nn.Module, int, dict], None] | None = None,
                   log_epoch: Callable[[dict], None] | None = None, resume_dir: str | None = None,
                   extra: dict | None = None, on_epoch_end: Callable[[int], None] | None = None,
-                  ) -> list[tuple[Phase, FitResult]]:
+                  runtime: Runtime = CPU) -> list[tuple[Phase, FitResult]]:
     """Run the phases in order with the shared fit loop; the student carries over from phase to phase.
 
     Epochs are numbered across phases for logging and `on_best` fires on a new best validation AUC
@@ -59,7 +60,9 @@ def train_student(student: nn.Module, teacher: nn.Module | None, phases: list[Ph
     patch agreement (`monitor`); the teacher's validation maps are computed once for all phases.
     """
     results: list[tuple[Phase, FitResult]] = []
-    monitor = DistillMonitor(teacher, val_loader) if teacher is not None else None
+    if teacher is not None:
+        teacher.to(runtime.device)  # before the step function takes its inference copy
+    monitor = DistillMonitor(teacher, val_loader, runtime) if teacher is not None else None
     offset, overall_best = 0, float("-inf")
     for phase in phases:
         def best(model, epoch, row, _offset=offset):
@@ -78,7 +81,7 @@ def train_student(student: nn.Module, teacher: nn.Module | None, phases: list[Ph
         result = fit(student, train_loader, val_loader, config, step_fn=step, on_best=best, log_epoch=log,
                      epoch_metrics=monitor.for_phase(phase.alpha_task, phase.alpha_distill) if monitor else None,
                      last_path=f"{resume_dir}/{phase.name}.pt" if resume_dir else None,
-                     on_epoch_end=on_epoch_end, keep_last=True, desc=phase.name)
+                     on_epoch_end=on_epoch_end, keep_last=True, desc=phase.name, runtime=runtime)
         results.append((phase, result))
         offset += result.epochs_run
     if resume_dir:

@@ -16,7 +16,7 @@ from typing import get_args
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: it calls iter() twice (DataLoader workers start twice)
 
 from ladeda.core.errors import LadedaError
 from ladeda.core.params import DistillTarget

@@ -22,6 +22,7 @@ from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from ladeda.core.runtime import CPU, Runtime
 from ladeda.data.folders import LabeledImages
 from ladeda.data.loaders import make_loader
 from ladeda.data.transforms import ImageTransform
@@ -102,7 +103,8 @@ def _model_result(labels: np.ndarray, logits: np.ndarray, clean_logits: np.ndarr
 
 
 def evaluate_robustness(models: dict[str, nn.Module], dataset: LabeledImages, conditions: list[Perturbation],
-                        batch_size: int, progress: Callable[[str], None] | None = None) -> dict[str, dict]:
+                        batch_size: int, progress: Callable[[str], None] | None = None,
+                        runtime: Runtime = CPU) -> dict[str, dict]:
     """`{condition: {"family", "strength", model: {auc, interval, accuracies, drop vs clean + paired test}}}`.
 
     `conditions` must start with `CLEAN` (the reference of every drop). Images are matched by index, so the
@@ -114,9 +116,9 @@ def evaluate_robustness(models: dict[str, nn.Module], dataset: LabeledImages, co
     for cond in conditions:
         if progress:
             progress(cond.name)
-        loader = make_loader(perturbed_dataset(dataset, cond), batch_size, shuffle=False)
+        loader = make_loader(perturbed_dataset(dataset, cond), batch_size, shuffle=False, **runtime.loader_options())
         entry: dict = {"family": cond.family, "strength": cond.strength}
-        for name, s in score_models(models, loader, desc=cond.name).items():
+        for name, s in score_models(models, loader, runtime, desc=cond.name).items():
             order = np.argsort(s.indices)
             labels, logits = s.labels[order], s.logits[order]
             entry[name] = _model_result(labels, logits, clean.get(name), f"test ({cond.name})")

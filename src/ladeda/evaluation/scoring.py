@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: it calls iter() twice (DataLoader workers start twice)
 
 from ladeda.core.errors import LadedaError
+from ladeda.core.runtime import CPU, Runtime
 
 
 @dataclass
@@ -23,30 +24,36 @@ class Scores:
     patch_maps: list[np.ndarray] | None = None
 
 
-def score(model: nn.Module, loader: Iterable, device: str | torch.device = "cpu", patch_maps: bool = False,
+def score(model: nn.Module, loader: Iterable, runtime: Runtime = CPU, patch_maps: bool = False,
           desc: str = "score") -> Scores:
     """Run `model` in eval mode over a loader of (images, labels, indices) batches."""
-    return score_models({"model": model}, loader, device, patch_maps, desc)["model"]
+    return score_models({"model": model}, loader, runtime, patch_maps, desc)["model"]
 
 
 @torch.no_grad()
-def score_models(models: Mapping[str, nn.Module], loader: Iterable, device: str | torch.device = "cpu",
+def score_models(models: Mapping[str, nn.Module], loader: Iterable, runtime: Runtime = CPU,
                  patch_maps: bool = False, desc: str = "score") -> dict[str, Scores]:
-    """Run several models in eval mode over one pass of a loader (each batch is decoded once for all of them)."""
+    """Run several models in eval mode over one pass of a loader (each batch is decoded once for all of them).
+
+    The models are moved to `runtime.device` and run under its autocast; logits and maps come back as
+    fp32 CPU arrays, so metrics and gates never see reduced precision.
+    """
     for model in models.values():
-        model.eval()
+        model.to(runtime.device).eval()
     logits = {name: [] for name in models}
     maps = {name: [] for name in models}
     labels, indices = [], []
     for x, y, idx in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
-        x = x.to(device)
+        x = x.to(runtime.device, non_blocking=True)
         for name, model in models.items():
+            with runtime.autocast():
+                out = model.patch_map(x) if patch_maps else model(x)
+            out = out.float()
             if patch_maps:
-                pm = model.patch_map(x)
-                maps[name].extend(pm[:, 0].cpu().numpy())
-                logits[name].append(pm.mean(dim=(1, 2, 3)).cpu())
+                maps[name].extend(out[:, 0].cpu().numpy())
+                logits[name].append(out.mean(dim=(1, 2, 3)).cpu())
             else:
-                logits[name].append(model(x).cpu())
+                logits[name].append(out.cpu())
         labels.append(torch.as_tensor(y))
         indices.append(torch.as_tensor(idx))
     if not labels:

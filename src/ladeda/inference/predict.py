@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: it calls iter() twice (DataLoader workers start twice)
 
 from ladeda.core.errors import LadedaError
 from ladeda.core.files import atomic_path, check_output

@@ -8,6 +8,7 @@ from torch import nn
 
 from ladeda.core.errors import LadedaError
 from ladeda.core.params import Params
+from ladeda.core.runtime import CPU, Runtime
 from ladeda.evaluation.metrics import detection_metrics
 from ladeda.evaluation.scoring import score
 from ladeda.models.checkpoints import load_model
@@ -41,7 +42,7 @@ def load_selected_teacher(p: Params) -> nn.Module:
     return load_model(path, arch=tf.arch, preprocess=tf.preprocess, npr_scale=tf.npr_scale)
 
 
-def distillation_gate(p: Params, teacher: nn.Module, val_loader) -> dict:
+def distillation_gate(p: Params, teacher: nn.Module, val_loader, runtime: Runtime = CPU) -> dict:
     """The distillation recommendation for the selected teacher.
 
     For `teacher_weights: finetuned` it is the one `evaluate_teacher` wrote; any other teacher is scored
@@ -50,7 +51,7 @@ def distillation_gate(p: Params, teacher: nn.Module, val_loader) -> dict:
     if p.teacher_weights == "finetuned":
         m = read_metrics("evaluate_teacher")
         return {"recommendation": m["recommendation"], "teacher_val_auc": m["val_auc"], "from": "evaluate_teacher"}
-    s = score(teacher, val_loader, desc="teacher val")
+    s = score(teacher, val_loader, runtime, desc="teacher val")
     auc = detection_metrics(s.labels, s.logits, name="validation split")["auc"]
     rec = distill_recommendation(auc, p.evaluate_teacher.ready, p.evaluate_teacher.skip)
     return {"recommendation": rec, "teacher_val_auc": auc, "from": "train_student"}

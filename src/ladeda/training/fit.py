@@ -18,11 +18,11 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: it calls iter() twice (DataLoader workers start twice)
 
 from ladeda.core.errors import LadedaError
 from ladeda.core.files import remove_stale_temps, save_torch
-from ladeda.core.runtime import seed_everything
+from ladeda.core.runtime import CPU, Runtime, seed_everything
 from ladeda.data.loaders import reseed_loader
 from ladeda.evaluation.metrics import detection_metrics
 from ladeda.evaluation.scoring import score
@@ -115,7 +115,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
         epoch_metrics: Callable[[nn.Module, dict], dict] | None = None,
         last_path: str | Path | None = None,
         on_epoch_end: Callable[[int], None] | None = None, keep_last: bool = False,
-        desc: str = "train", device: str | torch.device = "cpu") -> FitResult:
+        desc: str = "train", runtime: Runtime = CPU) -> FitResult:
     """Train `model` for up to `config.epochs` epochs and return the FitResult.
 
     `params` are the trainable parameters (default: all that require grad). `train_mode(model)` puts the
@@ -133,12 +133,17 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
     With `config.ema` > 0 the validation, `on_best` and the returned model use the moving average of the
     weights (BatchNorm statistics included) instead of the last step's, which carries the noise of the
     last few batches.
+    `runtime` says where the model trains (it is moved there) and the autocast precision (fp16 with loss
+    scaling); validation metrics are computed from fp32 logits, checkpoints hold CPU tensors.
     """
+    device = runtime.device
+    model.to(device)
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
         raise LadedaError(f"{desc}: nothing to train (every parameter is frozen)")
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(optimizer, config)
+    scaler = runtime.grad_scaler()
     averaged = _averaged(model, config.ema)
     evaluated = averaged.module if averaged else model  # what is validated, checkpointed and returned
     stopper = EarlyStopping(config.patience)
@@ -157,6 +162,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
             scheduler.load_state_dict(state["scheduler"])
             if averaged:
                 averaged.load_state_dict(state["averaged"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
             stopper.load_state_dict(state["early_stopping"])
             history = list(state["history"])
             start_epoch = int(state["epoch"])
@@ -185,16 +192,18 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
         n = 0
         bar = tqdm(train_loader, desc=f"{desc} {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
         for step, (x, y, _) in enumerate(bar):
-            x, y = x.to(device), y.to(device)
-            loss, terms = step_fn(model, x, y)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with runtime.autocast():
+                loss, terms = step_fn(model, x, y)
             value = loss.item()
             loss_limit = loss_limit or DIVERGENCE_FACTOR * max(1.0, value)
             if not math.isfinite(value) or value > loss_limit:
                 raise LadedaError(f"{desc}: training diverged: the loss became {value:.4g} at epoch {epoch}, step "
                                   f"{step} (limit {loss_limit:.4g}); lower the learning rate or check the data")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             if averaged:
                 averaged.update_parameters(model)
             b = len(y)
@@ -204,7 +213,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
             bar.set_postfix(loss=f"{sums['loss'] / n:.4f}")
         if n == 0:
             raise LadedaError(f"{desc}: the training split is empty")
-        val = detection_metrics(*_labels_logits(evaluated, val_loader, device), name=f"{desc} validation split")
+        val = detection_metrics(*_labels_logits(evaluated, val_loader, runtime), name=f"{desc} validation split")
         lr = optimizer.param_groups[0]["lr"]
         row = {"epoch": epoch, **{f"train_{k}": v / n for k, v in sums.items()},
                "val_auc": val["auc"], "val_ap": val["ap"], "val_acc": val["acc"], "lr": lr}
@@ -219,14 +228,15 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
         print(f"{desc} epoch {epoch}/{config.epochs}: loss {row['train_loss']:.4f}  val AUC {val['auc']:.4f}  "
               f"AP {val['ap']:.4f}  lr {lr:.2g}" + ("  *best*" if improved else ""))
         if improved:
-            best = {"state": {k: v.detach().clone() for k, v in evaluated.state_dict().items()}, "row": row}
+            best = {"state": {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}, "row": row}
             if on_best:
                 on_best(evaluated, epoch, row)
         if log_epoch:
             log_epoch(row)
         stopped_early = stopper.should_stop
         if last_path:
-            _save_last(last_path, model, optimizer, scheduler, averaged, stopper, history, best, epoch, fingerprint)
+            _save_last(last_path, model, optimizer, scheduler, averaged, scaler, stopper, history, best, epoch,
+                       fingerprint)
         if on_epoch_end:
             on_epoch_end(epoch)
     if last_path and not keep_last:
@@ -253,13 +263,28 @@ def _averaged(model: nn.Module, decay: float) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def _labels_logits(model: nn.Module, loader: Iterable, device) -> tuple[np.ndarray, np.ndarray]:
-    s = score(model, loader, device=device, desc="validate")
+def _labels_logits(model: nn.Module, loader: Iterable, runtime: Runtime) -> tuple[np.ndarray, np.ndarray]:
+    s = score(model, loader, runtime=runtime, desc="validate")
     return s.labels, s.logits
 
 
-def _save_last(path: Path, model, optimizer, scheduler, averaged, stopper, history, best, epoch, fingerprint) -> None:
-    save_torch({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "averaged": averaged.state_dict() if averaged else None,
-                "early_stopping": stopper.state_dict(), "history": history, "best": best}, path)
+def _save_last(path: Path, model, optimizer, scheduler, averaged, scaler, stopper, history, best, epoch,
+               fingerprint) -> None:
+    """The whole training state as CPU tensors (it resumes on any device)."""
+    state = {"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "averaged": averaged.state_dict() if averaged else None,
+             "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+             "early_stopping": stopper.state_dict(), "history": history, "best": best}
+    save_torch(_to_cpu(state), path)
+
+
+def _to_cpu(obj):
+    """`obj` with every tensor in it (nested dicts, lists, tuples) moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
