@@ -7,7 +7,7 @@ from ladeda.core.files import write_json
 from ladeda.core.outputs import plots_dir, write_metrics, write_timings
 from ladeda.core.params import stage_params
 from ladeda.core.runtime import seed_everything, setup_runtime
-from ladeda.distillation.loss import patch_agreement
+from ladeda.distillation.agreement import PatchAgreement
 from ladeda.evaluation.efficiency import count_parameters, flops_per_image, machine_description, measure_throughput
 from ladeda.evaluation.intervals import describe_difference
 from ladeda.evaluation.metrics import metrics_by_subset, roc_points, student_vs_teacher
@@ -31,7 +31,9 @@ def main() -> None:
     result = {"data_root": p.data.root, "teacher_weights": p.teacher_weights,
               "skipped_unreadable": skipped_unreadable(loader)}
     models = {"teacher": teacher, "student": student}
-    scores = score_models(models, loader, rt, patch_maps=True, desc="test")
+    agreement = PatchAgreement()  # streaming: no patch map is kept
+    scores = score_models(models, loader, rt, desc="test",
+                          on_maps=lambda maps: agreement.update(maps["student"], maps["teacher"]))
     for name, model in models.items():
         s = scores[name]
         result[name] = {"arch": type(model).__name__, "preprocess": model.preprocess,
@@ -42,7 +44,7 @@ def main() -> None:
     result["auc_ratio"] = s_auc / t_auc
     result["student_vs_teacher"] = student_vs_teacher(scores["student"], scores["teacher"])
     result["student_vs_teacher_text"] = describe_difference(result["student_vs_teacher"], "student", "teacher")
-    agreement = patch_agreement(scores["student"].patch_maps, scores["teacher"].patch_maps)
+    agreement = agreement.result()
     result["patch_agreement"], result["patch_agreement_spearman"] = agreement["pearson"], agreement["spearman"]
     h = w = p.data.load_size or p.data.crop_size
     models = {name: model.cpu() for name, model in models.items()}  # efficiency is measured on the CPU

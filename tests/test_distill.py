@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ladeda.distillation.loss import align, distill_loss, make_distill_step, patch_agreement
+from ladeda.distillation.agreement import patch_agreement
+from ladeda.distillation.loss import align, distill_loss, make_distill_step
 from ladeda.distillation.monitor import loss_shares
 from ladeda.distillation.targets import TARGETS, measure_scale, target_scale
 from ladeda.core.errors import LadedaError
@@ -355,12 +356,14 @@ def test_teacher_validation_maps_are_computed_once_for_the_whole_schedule(monkey
 
     calls = []
 
-    def counting_score(model, loader, **kwargs):
-        calls.append(kwargs.get("desc"))
-        return real_score(model, loader, **kwargs)
+    def counting(real):
+        def wrapped(model, loader, *args, **kwargs):
+            calls.append(kwargs.get("desc"))
+            return real(model, loader, *args, **kwargs)
+        return wrapped
 
-    real_score = monitor.score
-    monkeypatch.setattr(monitor, "score", counting_score)
+    monkeypatch.setattr(monitor, "score", counting(monitor.score))  # the teacher's maps (kept)
+    monkeypatch.setattr(monitor, "score_models", counting(monitor.score_models))  # the student's (streamed)
     _, rows = run_student(small_teacher(), 0.5, 0.5, "raw", schedule="two_stage")
     assert [r["epoch"] for r in rows] == [1, 2] and all("val_patch_pearson" in r for r in rows)
     assert calls == ["validate teacher maps", "validate patch maps", "validate patch maps"]

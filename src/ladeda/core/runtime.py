@@ -118,7 +118,7 @@ def _cpu_times(cpus: list[int]) -> list[tuple[int, int]] | None:
         return None
 
 
-GPU_WORKERS = 8  # DataLoader workers with a GPU: decoding and augmenting 224-px crops keeps ~8 cores busy per GPU
+GPU_WORKERS = 8  # DataLoader workers with a GPU (capped at the CPUs this process may use): decoding feeds it
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from scipy.stats import spearmanr
 from torch import nn
 
 from ladeda.core.errors import LadedaError
@@ -89,23 +88,3 @@ def make_distill_step(teacher: nn.Module | None, alpha_task: float, alpha_distil
         return total, terms
 
     return step
-
-
-def patch_agreement(student_maps: list, teacher_maps: list) -> dict[str, float]:
-    """Pearson and Spearman correlation between the aligned student patch logits and the teacher's, over all patches.
-
-    Maps are per image ((H, W) student, (h, w) teacher; sizes may differ between images). Pearson says how
-    well the student reproduces the teacher's logits up to a linear map; Spearman only how well it ranks patches.
-    """
-    if len(student_maps) != len(teacher_maps) or not len(student_maps):
-        raise LadedaError(f"patch agreement needs one student map per teacher map, got {len(student_maps)} "
-                          f"and {len(teacher_maps)}")
-    s, t = [], []
-    for sm, tm in zip(student_maps, teacher_maps):
-        sm, tm = torch.as_tensor(sm)[None, None], torch.as_tensor(tm)[None, None]
-        s.append(align(sm, tm).flatten())
-        t.append(tm.flatten())
-    s, t = torch.cat(s).double(), torch.cat(t).double()
-    pearson = float(torch.corrcoef(torch.stack([s, t]))[0, 1])
-    spearman = float(spearmanr(s.numpy(), t.numpy()).statistic)
-    return {"pearson": pearson, "spearman": spearman}

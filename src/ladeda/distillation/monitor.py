@@ -13,8 +13,8 @@ from torch import nn
 
 from ladeda.core.errors import LadedaError
 from ladeda.core.runtime import CPU, Runtime
-from ladeda.distillation.loss import patch_agreement
-from ladeda.evaluation.scoring import score
+from ladeda.distillation.agreement import PatchAgreement
+from ladeda.evaluation.scoring import score, score_models
 from ladeda.models.fastpath import optimize_for_inference
 
 
@@ -50,11 +50,19 @@ class DistillMonitor:
     def agreement(self, student: nn.Module) -> dict[str, float]:
         """`val_patch_pearson` / `val_patch_spearman` of the aligned student maps against the cached teacher maps."""
         teacher_maps, indices = self.teacher_maps()
-        s = score(student, self.val_loader, runtime=self.runtime, patch_maps=True, desc="validate patch maps")
-        if not np.array_equal(s.indices, indices):
+        acc = PatchAgreement()
+        done = 0
+
+        def add(maps):  # streams the student's maps against the cached teacher maps, batch by batch
+            nonlocal done
+            acc.update(maps["model"], teacher_maps[done:done + len(maps["model"])])
+            done += len(maps["model"])
+
+        s = score_models({"model": student}, self.val_loader, self.runtime, desc="validate patch maps", on_maps=add)
+        if not np.array_equal(s["model"].indices, indices):
             raise LadedaError("the validation loader changed its order between passes; patch agreement needs "
                               "a fixed order (shuffle=False)")
-        a = patch_agreement(s.patch_maps, teacher_maps)
+        a = acc.result()
         return {"val_patch_pearson": a["pearson"], "val_patch_spearman": a["spearman"]}
 
     def for_phase(self, alpha_task: float, alpha_distill: float):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,28 +32,37 @@ def score(model: nn.Module, loader: Iterable, runtime: Runtime = CPU, patch_maps
 
 @torch.no_grad()
 def score_models(models: Mapping[str, nn.Module], loader: Iterable, runtime: Runtime = CPU,
-                 patch_maps: bool = False, desc: str = "score") -> dict[str, Scores]:
+                 patch_maps: bool = False, desc: str = "score",
+                 on_maps: Callable[[dict[str, torch.Tensor]], None] | None = None) -> dict[str, Scores]:
     """Run several models in eval mode over one pass of a loader (each batch is decoded once for all of them).
 
     The models are moved to `runtime.device` and run under its autocast; logits and maps come back as
-    fp32 CPU arrays, so metrics and gates never see reduced precision.
+    fp32 CPU arrays, so metrics and gates never see reduced precision. `on_maps({name: (B, 1, h, w) map})`
+    receives every batch's patch maps (fp32, CPU) without them being kept: streaming statistics over a
+    large split (`patch_maps=True` keeps them all, in `Scores.patch_maps`).
     """
     for model in models.values():
         model.to(runtime.device).eval()
     logits = {name: [] for name in models}
     maps = {name: [] for name in models}
     labels, indices = [], []
+    want_maps = patch_maps or on_maps is not None
     for x, y, idx in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
         x = x.to(runtime.device, non_blocking=True)
+        batch_maps: dict[str, torch.Tensor] = {}
         for name, model in models.items():
             with runtime.autocast():
-                out = model.patch_map(x) if patch_maps else model(x)
-            out = out.float()
-            if patch_maps:
-                maps[name].extend(out[:, 0].cpu().numpy())
-                logits[name].append(out.mean(dim=(1, 2, 3)).cpu())
+                out = model.patch_map(x) if want_maps else model(x)
+            out = out.float().cpu()
+            if want_maps:
+                batch_maps[name] = out
+                logits[name].append(out.mean(dim=(1, 2, 3)))
             else:
-                logits[name].append(out.cpu())
+                logits[name].append(out)
+            if patch_maps:
+                maps[name].extend(out[:, 0].numpy())
+        if on_maps:
+            on_maps(batch_maps)
         labels.append(torch.as_tensor(y))
         indices.append(torch.as_tensor(idx))
     if not labels:
