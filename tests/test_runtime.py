@@ -129,3 +129,20 @@ def test_training_on_cuda_saves_cpu_checkpoints_that_resume(tmp_path, loaders, p
     again = fit(LaDeDa9(preprocess="NPR", width=8), train, val, FitConfig(epochs=2, lr=1e-3), runtime=rt,
                 last_path=last)
     assert again.resumed_from == 1 and again.epochs_run == 2
+
+
+def test_auto_threads_follow_the_load_every_epoch(monkeypatch, loaders):
+    import ladeda.core.runtime as runtime
+
+    idle = iter([2, 1, 1])  # the cores found idle at the stage's start, then before each of 2 epochs
+    seen = []
+    monkeypatch.setattr(runtime, "idle_cpus", lambda: next(idle))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    rt = setup_runtime(runtime_section(device="cpu", threads="auto"))
+    assert rt.threads == 2 and rt.auto_threads
+    train, val = loaders
+    fit(TinyLaDeDa("right_diag"), train, val, FitConfig(epochs=2, lr=1e-3), runtime=rt,
+        on_epoch_end=lambda epoch: seen.append(torch.get_num_threads()))
+    assert seen == [1, 1]  # another job took a core: both epochs ran on the one left
+    fixed = setup_runtime(runtime_section(device="cpu", threads=2))
+    assert not fixed.auto_threads and fixed.retune_threads() == 2 == torch.get_num_threads()

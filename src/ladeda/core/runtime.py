@@ -129,6 +129,7 @@ class Runtime:
     precision: str  # fp32 | bf16 | fp16
     num_workers: int
     threads: int
+    auto_threads: bool = False  # `threads: auto`: re-checked by `retune_threads` (e.g. every epoch)
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
@@ -144,6 +145,17 @@ class Runtime:
     def grad_scaler(self) -> torch.amp.GradScaler:
         """Loss scaling for fp16 (its small range underflows gradients); disabled, a pass-through, otherwise."""
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def retune_threads(self) -> int:
+        """With `threads: auto`, set the thread count to the cores idle right now; return the count in use.
+
+        Two runs that start at the same moment (`dvc queue start -j 2`) both see idle cores and both take
+        them all, and then stall each other; re-checking every epoch lets each settle on what the other
+        leaves (measured: see README, Hardware).
+        """
+        if not self.auto_threads or self.device.type != "cpu":
+            return torch.get_num_threads()
+        return configure_threads()
 
     def loader_options(self) -> dict:
         """DataLoader keywords: workers (kept alive across epochs) and pinned memory for copies to a GPU."""
@@ -161,7 +173,7 @@ def setup_runtime(section) -> Runtime:
     if workers == "auto":
         workers = min(GPU_WORKERS, len(os.sched_getaffinity(0))) if device.type == "cuda" else 0
     threads = configure_threads(None if section.threads == "auto" else section.threads)
-    rt = Runtime(device, precision, int(workers), threads)
+    rt = Runtime(device, precision, int(workers), threads, auto_threads=section.threads == "auto")
     print(f"runtime: {device}, {precision}, {rt.num_workers} loader workers, {threads} CPU threads")
     return rt
 

@@ -185,6 +185,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
     loss_limit = None  # set from the first step: DIVERGENCE_FACTOR * max(1, first loss)
     while epoch < config.epochs and not stopped_early:
         epoch += 1
+        runtime.retune_threads()
         seed_everything(config.seed * 100_003 + epoch)
         reseed_loader(train_loader, config.seed * 100_003 + epoch)
         (train_mode or nn.Module.train)(model)
