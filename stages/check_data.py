@@ -3,7 +3,8 @@
 Reads params `data.root`, `data.max_unreadable_fraction`, `data.crop_size`, `data.load_size`, `teacher.arch`,
 `teacher.preprocess` (the smallest test image the teacher scores at full size; none when `data.load_size` resizes
 every image); writes `metrics/check_data.json` (also when the check fails, so the problems can be read) and exits
-with status 2 on a blocking problem.
+with status 2 on a blocking problem. Files are read by one process per CPU on large datasets (the automatic
+`workers` of `analyze_dataset`); the report does not depend on how many.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def main() -> None:
     d = p.data
     min_side = min_image_side(p.teacher.arch, p.teacher.preprocess) if d.load_size is None else None
     report = analyze_dataset(d.root, max_unreadable_fraction=d.max_unreadable_fraction, crop_size=d.crop_size,
-                             min_side=min_side)
+                             min_side=min_side, workers=None)  # None: automatic (a pool on large datasets)
     write_json(args.out, report)
     for split, info in report["splits"].items():
         if info.get("present"):

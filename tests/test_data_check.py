@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,34 @@ def test_stages_skip_the_unreadable_files_check_data_reported(tmp_path, monkeypa
     loader = checked_loader(p, "train", batch_size=4)
     assert len(loader.dataset) == 20 and len(loader.dataset.scan.excluded) == 1
     assert sum(len(labels) for _, labels, _ in loader) == 20  # iterating never touches bad.png
+
+
+def test_parallel_report_equals_serial(tmp_path):
+    """With workers=2 the pool reads the files, in order: the report (unreadable files and their errors,
+    duplicate groups in file order, formats, sizes) is the serial one, exactly."""
+    _dataset(tmp_path, n=6, real_fmt="JPEG")
+    (tmp_path / "train/1_fake/bad.png").write_bytes(b"\x89PNG broken")
+    (tmp_path / "test/0_real/a_bad.jpg").write_bytes(b"not a jpeg")
+    good = (tmp_path / "test/1_fake/0.png").read_bytes()
+    (tmp_path / "test/1_fake/z_cut.png").write_bytes(good[: len(good) // 2])  # a second, different error
+    (tmp_path / "test/1_fake/dup.png").write_bytes((tmp_path / "train/1_fake/0.png").read_bytes())
+    (tmp_path / "train/1_fake/dup.jpg").write_bytes((tmp_path / "train/0_real/3.jpg").read_bytes())
+    for name, size in (("s1.png", (8, 12)), ("s2.png", (12, 8))):
+        _img(tmp_path / "val/1_fake" / name, 70, size=size)
+
+    def report(**kw):  # PIL names the in-memory file by its address, which differs between any two runs
+        return json.loads(re.sub(r" at 0x[0-9a-fA-F]+>", ">", json.dumps(_check(tmp_path, crop_size=16, **kw))))
+
+    serial = report(workers=1)
+    assert serial["totals"]["unreadable"] == 3 and serial["totals"]["duplicates_across_splits"] == 1
+    assert serial["duplicates_with_both_labels"][0]["files"] == ["train:train/0_real/3.jpg",
+                                                                 "train:train/1_fake/dup.jpg"]
+    assert [u["path"] for u in serial["splits"]["test"]["unreadable"]] == ["test/0_real/a_bad.jpg",
+                                                                           "test/1_fake/z_cut.png"]
+    assert serial["splits"]["val"]["smaller_than_crop_files"] == ["val/1_fake/s1.png", "val/1_fake/s2.png"]
+    assert "cannot identify image file" in serial["splits"]["test"]["unreadable"][0]["error"]
+    assert report(workers=2) == serial
+    assert report() == serial  # auto: serial for so few files
 
 
 @pytest.mark.parametrize("problem", ["one_class_val", "one_class_test", "empty_split", "missing_train", "no_images"])
