@@ -17,6 +17,7 @@ import hashlib
 import io
 import multiprocessing
 import os
+import re
 from collections import Counter, defaultdict
 from functools import partial
 from pathlib import Path
@@ -53,6 +54,11 @@ class FileCheck(NamedTuple):
     error: str | None = None  # first line of the decoder's error; set when the file is unreadable
 
 
+# PIL names the buffer it read, e.g. "<_io.BytesIO object at 0x7f...>": a memory address that would make the
+# report differ between two runs on the same files
+OBJECT_ADDRESS = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
 def check_file(root: str, sample: Sample) -> FileCheck:
     """Read, fully decode and hash one image; a decoder failure is returned as `error`, not raised."""
     rel = os.path.relpath(sample.path, root)
@@ -65,7 +71,8 @@ def check_file(root: str, sample: Sample) -> FileCheck:
     except LadedaError as err:
         return FileCheck(rel, sample.label, error=str(err))
     except Exception as err:  # noqa: BLE001 - any decoder failure means the file is unusable
-        return FileCheck(rel, sample.label, error=(str(err).strip().splitlines() or [type(err).__name__])[0])
+        text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return FileCheck(rel, sample.label, error=OBJECT_ADDRESS.sub("", text))
     return FileCheck(rel, sample.label, fmt, mode, size, hashlib.sha256(data).hexdigest())
 
 
