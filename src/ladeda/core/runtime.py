@@ -83,10 +83,7 @@ def idle_cpus(sample_s: float = 0.2) -> int:
     unlike the load average, which still counts a run that just ended for minutes); where there is
     no /proc/stat the 1-minute load average stands in.
     """
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = list(range(os.cpu_count() or 1))
+    cpus = usable_cpus()
     before = _cpu_times(cpus)
     if before is not None:
         time.sleep(sample_s)
@@ -101,6 +98,14 @@ def idle_cpus(sample_s: float = 0.2) -> int:
         except (AttributeError, OSError):
             busy = 0.0
     return max(1, min(len(cpus), int(len(cpus) - busy + 0.5)))
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity mask; every CPU where there is none, e.g. not Linux)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return list(range(os.cpu_count() or 1))
 
 
 def _cpu_times(cpus: list[int]) -> list[tuple[int, int]] | None:
@@ -171,7 +176,7 @@ def setup_runtime(section) -> Runtime:
     precision = resolve_precision(section.precision, device)
     workers = section.num_workers
     if workers == "auto":
-        workers = min(GPU_WORKERS, len(os.sched_getaffinity(0))) if device.type == "cuda" else 0
+        workers = min(GPU_WORKERS, len(usable_cpus())) if device.type == "cuda" else 0
     threads = configure_threads(None if section.threads == "auto" else section.threads)
     rt = Runtime(device, precision, int(workers), threads, auto_threads=section.threads == "auto")
     print(f"runtime: {device}, {precision}, {rt.num_workers} loader workers, {threads} CPU threads")

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ladeda.data.folders import LABEL_NAMES, LAYOUT_HELP, SPLITS, Sample, scan_split
 from ladeda.data.images import to_rgb
 from ladeda.core.errors import LadedaError
+from ladeda.core.runtime import usable_cpus
 
 MAX_LISTED = 50  # file lists in the report are cut at this length (their full count is kept)
 SHOWN = 10  # files named in a one-line message
@@ -81,8 +82,7 @@ def resolve_workers(workers: int | None, n_files: int) -> int:
     if workers is None:
         if n_files < AUTO_MIN_FILES:
             return 1
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        workers = min(cpus, AUTO_MAX_WORKERS)
+        workers = min(len(usable_cpus()), AUTO_MAX_WORKERS)
     elif workers < 1:
         raise LadedaError(f"workers={workers}: the data check needs at least 1 (or None for automatic)")
     return max(1, min(workers, n_files))
