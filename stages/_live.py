@@ -8,11 +8,15 @@ from dvclive import Live
 
 
 @contextmanager
-def epoch_logger(directory):
+def epoch_logger(directory, enabled: bool = True):
     """Yield `log(row)`: one DVCLive step per epoch under `directory` (<directory>/plots/metrics/*.tsv).
 
     The step is the row's `epoch` (1-based), or counts on from the previous row when it has none.
+    `enabled=False` (training processes other than rank 0) yields a `log` that writes nothing.
     """
+    if not enabled:
+        yield lambda row: None
+        return
     with Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         def log(row: dict) -> None:
             if "epoch" in row:

@@ -24,7 +24,7 @@ def main() -> None:
     p = stage_params(__doc__, FLAGS)
     seed_everything(p.seed)
     tune_allocator()
-    rt = setup_runtime(p.runtime)
+    rt = setup_runtime(p.runtime, data_parallel=True)  # nproc > 1: one process per rank
     out = p.paths.finetuned
     diagnosis = read_metrics("diagnose")
     decision = finetune_decision(p.finetune.policy, diagnosis["band"])
@@ -34,9 +34,11 @@ def main() -> None:
             "seed": p.seed}
     summary = {"finetuned": decision.finetune, "reason": decision.reason, "band": diagnosis["band"],
                "pretrained_val_auc": diagnosis["val_auc"]}
-    with epoch_logger(plots_dir("finetune_teacher")) as log:
+    with epoch_logger(plots_dir("finetune_teacher"), enabled=rt.is_main) as log:
         log({"epoch": 0, "val_auc": diagnosis["val_auc"]})  # the curve starts at the pretrained teacher
         if not decision.finetune:
+            if not rt.is_main:
+                return  # rank 0 writes the results
             save_checkpoint(out, model, image_size=p.data.crop_size, params=used,
                             metrics={"val_auc": diagnosis["val_auc"]}, finetuned=False, reason=decision.reason)
             summary.update(val_auc=diagnosis["val_auc"], best_epoch=0, epochs_run=0)
@@ -55,6 +57,8 @@ def main() -> None:
             summary.update(val_auc=result.best_auc, best_epoch=result.best_epoch, epochs_run=result.epochs_run,
                            stopped_early=result.stopped_early, skipped_unreadable=skipped_unreadable(train, val))
             timings = {"seconds": round(result.seconds, 1), "epochs_timed": result.epochs_run - result.resumed_from}
+            if not rt.is_main:
+                return  # rank 0 writes the results
     summary["val_auc_gain"] = summary["val_auc"] - diagnosis["val_auc"]
     write_metrics("finetune_teacher", summary)
     write_timings("finetune_teacher", timings)

@@ -21,18 +21,20 @@ def main() -> None:
     p = stage_params(__doc__, FLAGS)
     seed_everything(p.seed)
     tune_allocator()
-    rt = setup_runtime(p.runtime)
+    rt = setup_runtime(p.runtime, data_parallel=True)  # nproc > 1: one process per rank
     t, d, out = p.teacher, p.data, p.paths.pretrained
     model = build_model(t.arch, t.preprocess, t.npr_scale, t.width)
     set_bn_momentum(model, p.pretrain.bn_momentum)
     train = split_loader(d, d.source_root, "train", p.pretrain.batch_size, p.seed, **rt.loader_options())
     val = split_loader(d, d.source_root, "val", p.pretrain.val_batch_size, p.seed, **rt.loader_options())
     used = {"teacher": t.model_dump(), "pretrain": p.pretrain.model_dump(), "data": d.model_dump(), "seed": p.seed}
-    with epoch_logger(plots_dir("pretrain_teacher")) as log:
+    with epoch_logger(plots_dir("pretrain_teacher"), enabled=rt.is_main) as log:
         result = fit(model, train, val, FitConfig.from_section(p.pretrain, p.seed, params=used,
                                                                 inputs=inputs_digest(d.source_root)),
                      on_best=checkpoint_on_best(out, d.crop_size, used, finetuned=False, domain="source"),
                      log_epoch=log, last_path=f"{p.paths.resume}/pretrain_teacher.pt", desc="pretrain", runtime=rt)
+    if not rt.is_main:
+        return  # rank 0 writes the results
     write_metrics("pretrain_teacher", {
         "source_val_auc": result.best_auc, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early})

@@ -28,7 +28,7 @@ def main() -> None:
     p = stage_params(__doc__, FLAGS)
     seed_everything(p.seed)
     tune_allocator()
-    rt = setup_runtime(p.runtime)
+    rt = setup_runtime(p.runtime, data_parallel=True)  # nproc > 1: one process per rank
     best_path, final_path = p.paths.student_best, p.paths.student_final
     teacher = load_selected_teacher(p).to(rt.device)
     val = checked_loader(p, "val", p.student.val_batch_size, rt)
@@ -47,7 +47,7 @@ def main() -> None:
     used = {"student": p.student.model_dump(), "alpha_task": p.task_weight, "alpha_distill": p.alpha_distill,
             "teacher_weights": p.teacher_weights, "distill": p.distill.model_dump(), "data": p.data.model_dump(),
             "seed": p.seed}
-    with epoch_logger(plots_dir("train_student")) as log:
+    with epoch_logger(plots_dir("train_student"), enabled=rt.is_main) as log:
         results = train_student(student, teacher if distill else None, phases, train, val, p.student, p.seed,
                                 target=p.distill.target, scale=scale,
                                 on_best=checkpoint_on_best(best_path, p.data.crop_size, used,
@@ -55,6 +55,8 @@ def main() -> None:
                                 log_epoch=log, resume_dir=f"{p.paths.resume}/train_student",
                                 extra={"params": used, "inputs": inputs_digest(p.teacher_file().path, p.data.root)},
                                 runtime=rt)
+    if not rt.is_main:
+        return  # rank 0 writes the results
     best_auc = max(r.best_auc for _, r in results)
     last = results[-1][1].history[-1]
     final_auc = last["val_auc"]

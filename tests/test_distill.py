@@ -362,8 +362,7 @@ def test_teacher_validation_maps_are_computed_once_for_the_whole_schedule(monkey
             return real(model, loader, *args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(monitor, "score", counting(monitor.score))  # the teacher's maps (kept)
-    monkeypatch.setattr(monitor, "score_models", counting(monitor.score_models))  # the student's (streamed)
+    monkeypatch.setattr(monitor, "score_models", counting(monitor.score_models))  # teacher maps (kept), student's
     _, rows = run_student(small_teacher(), 0.5, 0.5, "raw", schedule="two_stage")
     assert [r["epoch"] for r in rows] == [1, 2] and all("val_patch_pearson" in r for r in rows)
     assert calls == ["validate teacher maps", "validate patch maps", "validate patch maps"]

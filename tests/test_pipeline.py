@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from helpers import project_params
@@ -54,7 +55,11 @@ def ran_stages(output: str) -> list[str]:
 @pytest.fixture(scope="session")
 def project(tmp_path_factory):
     """A git+DVC repo holding a copy of the project's tracked files with tiny params, `dvc repro` done."""
-    repo = tmp_path_factory.mktemp("project")
+    return make_project(tmp_path_factory.mktemp("project"), TINY)
+
+
+def make_project(repo: Path, params: dict) -> dict:
+    """Copy the project's tracked files into `repo` with `params` over its params.yaml, commit, `dvc repro`."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     for rel in files:
@@ -63,7 +68,7 @@ def project(tmp_path_factory):
         if (ROOT / rel).is_file():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, repo / rel)
-    (repo / "params.yaml").write_text(yaml.safe_dump(project_params(TINY), sort_keys=False))
+    (repo / "params.yaml").write_text(yaml.safe_dump(project_params(params), sort_keys=False))
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com", "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(repo / "src"),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -75,6 +80,27 @@ def project(tmp_path_factory):
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "baseline"], repo, env)
     return {"repo": repo, "env": env, "dvc": dvc, "repro": repro.stdout}
+
+
+def test_two_process_training_runs_through_dvc_repro_with_one_set_of_outputs(tmp_path):
+    """runtime.nproc 2: each training stage relaunches itself as 2 gloo processes; rank 0 alone writes."""
+    p = make_project(tmp_path / "ddp", {**TINY, "runtime": {"nproc": 2}})
+    repo, out = p["repo"], p["repro"]
+    assert ran_stages(out) == ALL_STAGES
+    assert out.count("starting 2 training processes") == 3  # pretrain_teacher, finetune_teacher, train_student
+    assert "(rank 1 of 2)" not in out  # ranks above 0 print nothing
+    status = run([p["dvc"], "status"], repo, p["env"]).stdout
+    assert "up to date" in status
+    for stage, epochs in (("pretrain_teacher", 1), ("finetune_teacher", 2), ("train_student", 2)):
+        rows = (repo / f"plots/{stage}/plots/metrics/val_auc.tsv").read_text().splitlines()
+        start = 0 if stage == "finetune_teacher" else 1  # the fine-tuning curve starts at the pretrained teacher
+        assert [int(r.split("\t")[0]) for r in rows[1:]] == list(range(start, epochs + 1)), stage
+        assert json.loads((repo / f"metrics/{stage}.json").read_text())
+    params = yaml.safe_load((repo / "params.yaml").read_text())["paths"]
+    for key in ("pretrained", "finetuned", "student_best", "student_final"):
+        assert torch.load(repo / params[key], map_location="cpu", weights_only=False)["state_dict"], key
+    assert not any(f.is_file() for f in (repo / params["resume"]).rglob("*"))  # no resume state left behind
+    assert 0.0 <= json.loads((repo / "metrics/evaluate_student.json").read_text())["student_test_auc"] <= 1.0
 
 
 def test_repro_runs_every_stage_and_leaves_status_clean(project):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -37,13 +38,15 @@ def sigterm_raises() -> Iterator[None]:
 def run_cli(main: Callable[[], object]) -> None:
     """Run a command-line entry point, turning LadedaError into `error: ...` and exit status 2.
 
-    Ctrl-C exits with 130 and SIGTERM with 143 (128 + 15), after temporary files are removed.
+    Ctrl-C exits with 130 and SIGTERM with 143 (128 + 15), after temporary files are removed. Of several
+    data-parallel processes (`RANK` set) only rank 0 prints a LadedaError: every rank meets the same one.
     """
     try:
         with sigterm_raises():
             main()
     except LadedaError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

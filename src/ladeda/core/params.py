@@ -204,10 +204,12 @@ class RobustnessParams(Section):
 
 
 class RuntimeParams(Section):
-    """How the stages use the hardware (`core.runtime`): device, precision, loader workers, CPU threads."""
+    """How the stages use the hardware (`core.runtime`): device, precision, training processes, loader workers,
+    CPU threads."""
 
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
     precision: Literal["auto", "fp32", "bf16", "fp16"]
+    nproc: Count  # data-parallel training processes (all nodes together); changes results: a DVC param
     num_workers: Union[Literal["auto"], NonNegative]
     threads: Union[Literal["auto"], Count]
 

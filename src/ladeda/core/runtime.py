@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ladeda.core import distributed
 from ladeda.core.errors import LadedaError
 
 M_TRIM_THRESHOLD = -1
@@ -135,6 +136,17 @@ class Runtime:
     num_workers: int
     threads: int
     auto_threads: bool = False  # `threads: auto`: re-checked by `retune_threads` (e.g. every epoch)
+    rank: int = 0  # data-parallel training (`runtime.nproc` > 1): this process's rank among `world_size`
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0, the process that writes logs, checkpoints, resume state and metrics."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
@@ -163,23 +175,48 @@ class Runtime:
         return configure_threads()
 
     def loader_options(self) -> dict:
-        """DataLoader keywords: workers (kept alive across epochs) and pinned memory for copies to a GPU."""
-        return {"num_workers": self.num_workers, "pin_memory": self.device.type == "cuda"}
+        """DataLoader keywords: workers (kept alive across epochs), pinned memory for copies to a GPU, and under
+        several processes this rank's `shard` (rank, world size) of every pass (see `data.loaders.ShardedBatches`)."""
+        options = {"num_workers": self.num_workers, "pin_memory": self.device.type == "cuda"}
+        if self.distributed:
+            options["shard"] = (self.rank, self.world_size)
+        return options
 
 
 CPU = Runtime(torch.device("cpu"), "fp32", 0, 1)  # what library functions assume when not told otherwise
 
 
-def setup_runtime(section) -> Runtime:
-    """Resolve a `runtime` params section and apply its thread count to this process (see configure_threads)."""
+def setup_runtime(section, data_parallel: bool = False) -> Runtime:
+    """Resolve a `runtime` params section and apply its thread count to this process (see configure_threads).
+
+    Training stages pass `data_parallel`: with `runtime.nproc` > 1 the stage relaunches itself as that many
+    processes and this call returns in each of them with its rank (`core.distributed`); under an outer
+    `torchrun` (multi-node) it joins those processes. There, `auto` threads and loader workers are this node's
+    share per process, fixed for the run. Other stages run in one process and refuse to run under torchrun.
+    """
+    nproc = section.nproc
+    started = distributed.launched_world()
+    if not data_parallel and started > 1:
+        raise LadedaError("this stage runs in one process (only the training stages use runtime.nproc); run it "
+                          "without torchrun")
+    if data_parallel and nproc > 1 and "LOCAL_RANK" not in os.environ:
+        distributed.relaunch(nproc)  # exits when the workers are done
     device = resolve_device(section.device)
+    rank, world, local_world = 0, 1, 1
+    if data_parallel and (nproc > 1 or started > 1):
+        rank, world, local_world, device = distributed.init_worker(nproc, device)
     precision = resolve_precision(section.precision, device)
     workers = section.num_workers
     if workers == "auto":
-        workers = min(GPU_WORKERS, len(usable_cpus())) if device.type == "cuda" else 0
-    threads = configure_threads(None if section.threads == "auto" else section.threads)
-    rt = Runtime(device, precision, int(workers), threads, auto_threads=section.threads == "auto")
-    print(f"runtime: {device}, {precision}, {rt.num_workers} loader workers, {threads} CPU threads")
+        workers = max(1, min(GPU_WORKERS, len(usable_cpus()) // local_world)) if device.type == "cuda" else 0
+    threads = section.threads
+    if threads == "auto" and world > 1:
+        threads = None if os.environ.get("OMP_NUM_THREADS") else max(1, idle_cpus() // local_world)
+    threads = configure_threads(None if threads == "auto" else threads)
+    rt = Runtime(device, precision, int(workers), threads, auto_threads=section.threads == "auto" and world == 1,
+                 rank=rank, world_size=world)
+    where = f" (rank {rank} of {world})" if world > 1 else ""
+    print(f"runtime{where}: {device}, {precision}, {rt.num_workers} loader workers, {threads} CPU threads")
     return rt
 
 

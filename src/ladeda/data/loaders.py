@@ -6,7 +6,7 @@ import math
 from typing import Any, Iterable, Iterator, Sequence
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 
 from ladeda.core.params import DataParams
 from ladeda.data.folders import LabeledImages
@@ -72,13 +72,56 @@ class SeededBatches(Sampler[list[tuple[int, int]]]):
         return len(self.batches)
 
 
+class ShardedBatches(Sampler[list]):
+    """This rank's part of every batch of `batches`, for data-parallel processes (`runtime.nproc` > 1).
+
+    `split` (training): each batch is dealt item by item over the ranks (`batch[rank::world]`), so together the
+    ranks see exactly the batches, images and augmentation seeds one process would: `batch_size` stays the
+    global batch, and the per-epoch reseed of the shared generator plays DistributedSampler.set_epoch's part.
+    A batch with fewer items than ranks (a short last batch) would leave a rank without data, which DDP cannot
+    step: it is left out, and rank 0 prints how many images that was. `deal` (evaluation): whole batches go
+    round the ranks (batch i to rank i % world); scores are gathered afterwards (`evaluation.scoring`).
+    """
+
+    def __init__(self, batches: Sampler[list], rank: int, world: int, mode: str):
+        if mode not in ("split", "deal") or not 0 <= rank < world:
+            raise ValueError(f"bad shard: mode {mode!r}, rank {rank} of {world}")
+        self.batches, self.rank, self.world, self.mode = batches, rank, world, mode
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The wrapped sampler's generator (what `reseed_loader` reseeds)."""
+        return getattr(self.batches, "generator", None)
+
+    def __iter__(self) -> Iterator[list]:
+        left_out = 0
+        for i, batch in enumerate(self.batches):
+            if self.mode == "deal":
+                if i % self.world == self.rank:
+                    yield batch
+            elif len(batch) < self.world:
+                left_out += len(batch)
+            else:
+                yield batch[self.rank::self.world]
+        if left_out and self.rank == 0:
+            print(f"left out {left_out} image(s) this pass: the last batch had fewer images than the "
+                  f"{self.world} training processes (choose a batch size so that the split's last batch is larger)")
+
+    def __len__(self) -> int:
+        if self.mode == "deal":
+            return len(range(self.rank, len(self.batches), self.world))
+        return len(self.batches)
+
+
 def make_loader(dataset: LabeledImages, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
-                drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+                drop_last: bool = False, pin_memory: bool = False,
+                shard: tuple[int, int] | None = None) -> DataLoader:
     """A deterministic DataLoader (seeded generator); mixed output sizes are batched by size, never mixed.
 
     Items are (tensor, label, index) so callers can map scores back to `dataset.samples` whatever the order.
     Shuffled (training) loaders give each item its own augmentation seed (`SeededBatches`), so results do not
-    depend on `num_workers`; workers are kept alive across epochs.
+    depend on `num_workers`; workers are kept alive across epochs. `shard` (rank, world size): this process's
+    part of every pass (`ShardedBatches`: training batches split over the ranks, evaluation batches dealt).
     """
     generator = torch.Generator().manual_seed(seed)  # order and augmentation seeds
     # The loader's own generator only seeds worker processes; kept apart, since persistent workers draw from
@@ -87,13 +130,16 @@ def make_loader(dataset: LabeledImages, batch_size: int, shuffle: bool, seed: in
                   persistent_workers=num_workers > 0, pin_memory=pin_memory)
     sizes = dataset.output_sizes() if hasattr(dataset, "output_sizes") else None
     if sizes is None or len(set(sizes)) <= 1:
-        if not shuffle:
+        if not shuffle and shard is None:
             return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=drop_last, **common)
-        batches = BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last)
+        order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+        batches = BatchSampler(order, batch_size, drop_last)
     else:
         batches = SizeBucketBatchSampler(sizes, batch_size, shuffle, generator, drop_last)
     if shuffle:
         batches = SeededBatches(batches, generator)
+    if shard is not None:
+        batches = ShardedBatches(batches, *shard, mode="split" if shuffle else "deal")
     return DataLoader(dataset, batch_sampler=batches, **common)
 
 
@@ -106,11 +152,12 @@ def reseed_loader(loader: Any, seed: int) -> None:
 
 
 def split_loader(data: DataParams, root: str, split: str, batch_size: int, seed: int,
-                 exclude: Iterable[str] = (), num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+                 exclude: Iterable[str] = (), num_workers: int = 0, pin_memory: bool = False,
+                 shard: tuple[int, int] | None = None) -> DataLoader:
     """Loader of `{root}/{split}` with the split's transform (train: crop+flip, shuffled; val/test: fixed).
 
     `exclude`: paths relative to `root` to leave out (the files the data check found unreadable);
-    the printed split summary counts them. `num_workers`, `pin_memory`: see `Runtime.loader_options`.
+    the printed split summary counts them. `num_workers`, `pin_memory`, `shard`: see `Runtime.loader_options`.
     """
     mode = "train" if split == "train" else ("val" if split == "val" else "test")
     transform = build_transform(mode, data.crop_size, data.load_size, even=True, blur_prob=data.blur_prob,
@@ -119,4 +166,4 @@ def split_loader(data: DataParams, root: str, split: str, batch_size: int, seed:
     dataset = LabeledImages.from_split(root, split, transform, exclude)
     print(f"{root}: {dataset.scan.summary()}")
     return make_loader(dataset, batch_size, shuffle=mode == "train", seed=seed, num_workers=num_workers,
-                       pin_memory=pin_memory)
+                       pin_memory=pin_memory, shard=shard)

@@ -42,20 +42,35 @@ class PatchAgreement:
             self._add(torch.cat(pairs).double().numpy())
 
     def _add(self, xy: np.ndarray) -> None:
-        m = len(xy)
         mean = xy.mean(0)
         centred = xy - mean
+        self._combine(len(xy), mean, centred.T @ centred, xy, self.rng.random(len(xy)))
+
+    def _combine(self, m: int, mean: np.ndarray, comoment: np.ndarray, xy: np.ndarray, keys: np.ndarray) -> None:
+        """Merge a set of `m` pairs given by its means and centred comoment (Chan et al.), and its sample."""
         delta = mean - self.mean
         total = self.n + m
-        self.comoment += centred.T @ centred + np.outer(delta, delta) * self.n * m / total
+        self.comoment += comoment + np.outer(delta, delta) * self.n * m / total
         self.mean += delta * m / total
         self.n = total
-        keys = self.rng.random(m)
         self.kept, self.keys = np.concatenate([self.kept, xy]), np.concatenate([self.keys, keys])
         if len(self.keys) > self.cap:
             keep = np.argpartition(self.keys, self.cap)[:self.cap]
             keep.sort()  # the stream's order, so the sample does not depend on argpartition's
             self.kept, self.keys = self.kept[keep], self.keys[keep]
+
+    def merge(self, other: "PatchAgreement") -> None:
+        """Add another accumulator's pairs (another rank's shard): moments merged exactly, samples re-capped."""
+        if other.n:
+            self._combine(other.n, other.mean, other.comoment, other.kept, other.keys)
+
+    @classmethod
+    def merged(cls, parts: list["PatchAgreement"]) -> "PatchAgreement":
+        """One accumulator of several, folded in order (the first is returned, updated)."""
+        first, *rest = parts
+        for other in rest:
+            first.merge(other)
+        return first
 
     def result(self) -> dict[str, float]:
         """{"pearson", "spearman", "patches", "spearman_patches"}; NaN where a map is constant (no correlation)."""

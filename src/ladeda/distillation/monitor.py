@@ -11,10 +11,11 @@ from collections.abc import Iterable
 import numpy as np
 from torch import nn
 
+from ladeda.core import distributed
 from ladeda.core.errors import LadedaError
 from ladeda.core.runtime import CPU, Runtime
 from ladeda.distillation.agreement import PatchAgreement
-from ladeda.evaluation.scoring import score, score_models
+from ladeda.evaluation.scoring import score_models
 from ladeda.models.fastpath import optimize_for_inference
 
 
@@ -32,6 +33,8 @@ class DistillMonitor:
 
     The frozen teacher's validation maps are computed once (lazily, with its inference copy) and cached;
     each epoch scores only the student, which is tiny. One monitor serves every phase of a schedule.
+    Under several processes each rank keeps the maps of its validation shard and the agreement statistics
+    are merged over the ranks.
     """
 
     def __init__(self, teacher: nn.Module, val_loader: Iterable, runtime: Runtime = CPU):
@@ -42,15 +45,15 @@ class DistillMonitor:
     def teacher_maps(self) -> tuple[list[np.ndarray], np.ndarray]:
         """The teacher's validation patch maps and their dataset indices (computed on first use)."""
         if self._teacher_maps is None:
-            s = score(optimize_for_inference(self.teacher), self.val_loader, runtime=self.runtime, patch_maps=True,
-                      desc="validate teacher maps")
+            s = score_models({"teacher": optimize_for_inference(self.teacher)}, self.val_loader, self.runtime,
+                             patch_maps=True, desc="validate teacher maps", gather=False)["teacher"]
             self._teacher_maps, self._indices = s.patch_maps, s.indices
         return self._teacher_maps, self._indices
 
     def agreement(self, student: nn.Module) -> dict[str, float]:
         """`val_patch_pearson` / `val_patch_spearman` of the aligned student maps against the cached teacher maps."""
         teacher_maps, indices = self.teacher_maps()
-        acc = PatchAgreement()
+        acc = PatchAgreement(seed=self.runtime.rank)  # each rank its own Spearman subsample keys
         done = 0
 
         def add(maps):  # streams the student's maps against the cached teacher maps, batch by batch
@@ -58,11 +61,12 @@ class DistillMonitor:
             acc.update(maps["model"], teacher_maps[done:done + len(maps["model"])])
             done += len(maps["model"])
 
-        s = score_models({"model": student}, self.val_loader, self.runtime, desc="validate patch maps", on_maps=add)
+        s = score_models({"model": student}, self.val_loader, self.runtime, desc="validate patch maps", on_maps=add,
+                         gather=False)
         if not np.array_equal(s["model"].indices, indices):
             raise LadedaError("the validation loader changed its order between passes; patch agreement needs "
                               "a fixed order (shuffle=False)")
-        a = acc.result()
+        a = PatchAgreement.merged(distributed.gather_objects(acc)).result()
         return {"val_patch_pearson": a["pearson"], "val_patch_spearman": a["spearman"]}
 
     def for_phase(self, alpha_task: float, alpha_distill: float):

@@ -84,7 +84,7 @@ def train_student(student: nn.Module, teacher: nn.Module | None, phases: list[Ph
                      on_epoch_end=on_epoch_end, keep_last=True, desc=phase.name, runtime=runtime)
         results.append((phase, result))
         offset += result.epochs_run
-    if resume_dir:
+    if resume_dir and runtime.is_main:
         for phase in phases:
             Path(resume_dir, f"{phase.name}.pt").unlink(missing_ok=True)
     return results

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm  # not tqdm.auto: it calls iter() twice (DataLoader workers start twice)
 
+from ladeda.core import distributed
 from ladeda.core.errors import LadedaError
 from ladeda.core.params import DistillTarget
 from ladeda.core.runtime import seed_everything
@@ -53,7 +54,7 @@ def measure_scale(teacher: nn.Module, loader: Iterable, seed: int, device: str |
 
     The pass is reproducible: the RNGs and the loader's shuffling generator are reseeded from `seed` first
     (random crops and flips draw from them; `fit` reseeds everything again per epoch). The maps come from the
-    teacher's inference copy (BatchNorm folded), summed per batch in float64, so no map is kept. A scale of 0 or not finite is a LadedaError.
+    teacher's inference copy (BatchNorm folded), summed per batch in float64, so no map is kept; under several processes the ranks' sums are combined. A scale of 0 or not finite is a LadedaError.
     """
     fast = optimize_for_inference(teacher)  # an eval-only copy: the teacher itself is left untouched
     seed_everything(seed)
@@ -64,6 +65,10 @@ def measure_scale(teacher: nn.Module, loader: Iterable, seed: int, device: str |
         count += values.numel()
         total, squares = total + float(values.sum()), squares + float((values ** 2).sum())
         low, high = min(low, float(values.min())), max(high, float(values.max()))
+    if distributed.world_size() > 1:  # each rank saw its share of every batch: combine in rank order
+        parts = distributed.gather_objects((count, total, squares, low, high))
+        count, total, squares = (sum(part[k] for part in parts) for k in range(3))
+        low, high = min(part[3] for part in parts), max(part[4] for part in parts)
     if count == 0:
         raise LadedaError("cannot measure the teacher scale: the training split is empty")
     mean = total / count

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from tqdm import tqdm  # not tqdm.auto: it calls iter() twice (DataLoader workers start twice)
 
+from ladeda.core import distributed
 from ladeda.core.errors import LadedaError
 from ladeda.core.runtime import CPU, Runtime
 
@@ -33,13 +34,16 @@ def score(model: nn.Module, loader: Iterable, runtime: Runtime = CPU, patch_maps
 @torch.no_grad()
 def score_models(models: Mapping[str, nn.Module], loader: Iterable, runtime: Runtime = CPU,
                  patch_maps: bool = False, desc: str = "score",
-                 on_maps: Callable[[dict[str, torch.Tensor]], None] | None = None) -> dict[str, Scores]:
+                 on_maps: Callable[[dict[str, torch.Tensor]], None] | None = None,
+                 gather: bool = True) -> dict[str, Scores]:
     """Run several models in eval mode over one pass of a loader (each batch is decoded once for all of them).
 
     The models are moved to `runtime.device` and run under its autocast; logits and maps come back as
     fp32 CPU arrays, so metrics and gates never see reduced precision. `on_maps({name: (B, 1, h, w) map})`
     receives every batch's patch maps (fp32, CPU) without them being kept: streaming statistics over a
-    large split (`patch_maps=True` keeps them all, in `Scores.patch_maps`).
+    large split (`patch_maps=True` keeps them all, in `Scores.patch_maps`). Under several processes each
+    scores its shard of the loader and, with `gather`, every rank gets the scores of the whole split in
+    dataset-index order (`gather=False`: this rank's shard only, for statistics merged by the caller).
     """
     for model in models.values():
         model.to(runtime.device).eval()
@@ -65,8 +69,27 @@ def score_models(models: Mapping[str, nn.Module], loader: Iterable, runtime: Run
             on_maps(batch_maps)
         labels.append(torch.as_tensor(y))
         indices.append(torch.as_tensor(idx))
-    if not labels:
+    local = {name: Scores(_cat(logits[name]).double().numpy(), _cat(labels).numpy(), _cat(indices).numpy(),
+                          maps[name] if patch_maps else None) for name in models}
+    if gather and distributed.world_size() > 1:
+        local = {name: _merge([part[name] for part in distributed.gather_objects(local)]) for name in models}
+    if not len(next(iter(local.values())).labels) and (gather or distributed.world_size() == 1):
         raise LadedaError("nothing to score: the split has no images")
-    y, i = torch.cat(labels).numpy(), torch.cat(indices).numpy()
-    return {name: Scores(torch.cat(logits[name]).double().numpy(), y, i, maps[name] if patch_maps else None)
-            for name in models}
+    return local
+
+
+def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(tensors) if tensors else torch.empty(0)
+
+
+def _merge(parts: list[Scores]) -> Scores:
+    """The ranks' shards of one split as one Scores in dataset-index order (a rank may have had no batch)."""
+    parts = [p for p in parts if len(p.indices)] or parts[:1]
+    indices = np.concatenate([p.indices for p in parts])
+    order = np.argsort(indices, kind="stable")
+    maps = None
+    if parts[0].patch_maps is not None:
+        every = [m for p in parts for m in p.patch_maps]
+        maps = [every[i] for i in order]
+    return Scores(np.concatenate([p.logits for p in parts])[order], np.concatenate([p.labels for p in parts])[order],
+                  indices[order], maps)

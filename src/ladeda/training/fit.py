@@ -20,6 +20,8 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm  # not tqdm.auto: it calls iter() twice (DataLoader workers start twice)
 
+from ladeda.core import distributed
+from ladeda.core.distributed import DataParallelModel
 from ladeda.core.errors import LadedaError
 from ladeda.core.files import remove_stale_temps, save_torch
 from ladeda.core.runtime import CPU, Runtime, seed_everything
@@ -135,6 +137,10 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
     last few batches.
     `runtime` says where the model trains (it is moved there) and the autocast precision (fp16 with loss
     scaling); validation metrics are computed from fp32 logits, checkpoints hold CPU tensors.
+    Under several processes (`runtime.world_size` > 1, loaders sharded by `runtime.loader_options`) the step
+    runs through DDP, the epoch's means, the divergence check and the validation scores cover all ranks,
+    BatchNorm statistics are rank 0's, and only rank 0 calls `on_best` / `log_epoch` and writes `last_path`;
+    every rank resumes from the same file.
     """
     device = runtime.device
     model.to(device)
@@ -152,7 +158,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
     start_epoch = 0
     fingerprint = config.fingerprint()
     last_path = Path(last_path) if last_path else None
-    if last_path and remove_stale_temps(last_path):
+    main = runtime.is_main
+    if main and last_path and remove_stale_temps(last_path):
         print(f"{desc}: removed the temporary files an interrupted save left beside {last_path}")
     if last_path and last_path.is_file():
         state = torch.load(last_path, map_location="cpu", weights_only=True)
@@ -169,7 +176,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
             start_epoch = int(state["epoch"])
             best = state["best"]
             print(f"{desc}: resuming after epoch {start_epoch} from {last_path}")
-            if on_best and best:
+            if main and on_best and best:
                 current = {k: v.clone() for k, v in evaluated.state_dict().items()}
                 evaluated.load_state_dict(best["state"])
                 on_best(evaluated, int(best["row"]["epoch"]), best["row"])
@@ -177,8 +184,9 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
         else:
             print(f"{desc}: {last_path} is from different params or upstream inputs; starting fresh")
     for row in history:
-        if log_epoch:
+        if main and log_epoch:
             log_epoch(row)
+    trained = DataParallelModel(model, device) if runtime.distributed else model  # what the step function sees
     t0 = time.perf_counter()
     epoch = start_epoch
     stopped_early = stopper.should_stop
@@ -195,11 +203,12 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
         for step, (x, y, _) in enumerate(bar):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with runtime.autocast():
-                loss, terms = step_fn(model, x, y)
+                loss, terms = step_fn(trained, x, y)
             value = loss.item()
-            loss_limit = loss_limit or DIVERGENCE_FACTOR * max(1.0, value)
-            if not math.isfinite(value) or value > loss_limit:
-                raise LadedaError(f"{desc}: training diverged: the loss became {value:.4g} at epoch {epoch}, step "
+            worst = distributed.all_reduce([value], "max")[0] if runtime.distributed else value  # every rank stops
+            loss_limit = loss_limit or DIVERGENCE_FACTOR * max(1.0, worst)
+            if not math.isfinite(worst) or worst > loss_limit:
+                raise LadedaError(f"{desc}: training diverged: the loss became {worst:.4g} at epoch {epoch}, step "
                                   f"{step} (limit {loss_limit:.4g}); lower the learning rate or check the data")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -212,6 +221,13 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
             for k, v in {"loss": value, **terms}.items():
                 sums[k] = sums.get(k, 0.0) + v * b
             bar.set_postfix(loss=f"{sums['loss'] / n:.4f}")
+        if runtime.distributed:  # means over every rank's images; one model (rank 0's BatchNorm statistics)
+            keys = sorted(sums)
+            n, *totals = distributed.all_reduce([n, *(sums[k] for k in keys)])
+            sums = dict(zip(keys, totals))
+            distributed.broadcast_buffers(model)
+            if averaged:
+                distributed.broadcast_buffers(averaged)
         if n == 0:
             raise LadedaError(f"{desc}: the training split is empty")
         val = detection_metrics(*_labels_logits(evaluated, val_loader, runtime), name=f"{desc} validation split")
@@ -230,17 +246,17 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
               f"AP {val['ap']:.4f}  lr {lr:.2g}" + ("  *best*" if improved else ""))
         if improved:
             best = {"state": {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}, "row": row}
-            if on_best:
+            if main and on_best:
                 on_best(evaluated, epoch, row)
-        if log_epoch:
+        if main and log_epoch:
             log_epoch(row)
         stopped_early = stopper.should_stop
-        if last_path:
+        if main and last_path:
             _save_last(last_path, model, optimizer, scheduler, averaged, scaler, stopper, history, best, epoch,
                        fingerprint)
         if on_epoch_end:
             on_epoch_end(epoch)
-    if last_path and not keep_last:
+    if main and last_path and not keep_last:
         last_path.unlink(missing_ok=True)
     if averaged:  # the model leaves as what was validated (a next phase continues from the average)
         model.load_state_dict(evaluated.state_dict())
