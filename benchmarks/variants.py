@@ -42,7 +42,7 @@ VARIANTS = {
     "oneDNN AVX2, 1 thread": {"OMP_NUM_THREADS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"},
 }
 AUCS = ("diagnose_val", "finetuned_val", "teacher_test", "student_test")
-DECISIONS = ("band", "finetuned", "recommendation")
+DECISIONS = ("finetuned", "recommendation")  # what the gates do; the diagnose band label is reported beside them
 
 
 def run_one(seed: int, variant: str, workdir: Path, overrides: dict[str, object], until: str) -> dict:
@@ -98,12 +98,14 @@ def markdown(rows: list[dict]) -> str:
         lines.append(f"| {r['seed']} | {r['variant']} | {r['diagnose_val']:.3f} ({r['band']}) | "
                      f"{r['finetuned_val']:.3f} | {r['teacher_test']:.3f} | {r['recommendation']} | "
                      f"{r['student_test']:.3f} |")
-    lines += ["", "| seed | gate decisions identical | spread (max - min): " + " / ".join(AUCS) + " |", "|---|---|---|"]
+    lines += ["", "| seed | gate decisions (fine-tune? / recommendation) identical | diagnose bands | spread (max - min): "
+              + " / ".join(AUCS) + " |", "|---|---|---|---|"]
     for seed in sorted({r["seed"] for r in rows}):
         ok = [r for r in rows if r["seed"] == seed and "error" not in r]
         same = len({tuple(r[k] for k in DECISIONS) for r in ok}) == 1
+        bands = ", ".join(f"{b} x{sum(r['band'] == b for r in ok)}" for b in sorted({r["band"] for r in ok}))
         spread = " / ".join(f"{max(r[k] for r in ok) - min(r[k] for r in ok):.3f}" for k in AUCS)
-        lines.append(f"| {seed} | {'yes' if same else 'NO'} | {spread} |")
+        lines.append(f"| {seed} | {'yes' if same else 'NO'} | {bands} | {spread} |")
     return "\n".join(lines)
 
 
