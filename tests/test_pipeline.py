@@ -58,8 +58,9 @@ def project(tmp_path_factory):
     return make_project(tmp_path_factory.mktemp("project"), TINY)
 
 
-def make_project(repo: Path, params: dict) -> dict:
-    """Copy the project's tracked files into `repo` with `params` over its params.yaml, commit, `dvc repro`."""
+def make_project(repo: Path, params: dict, env_extra: dict | None = None) -> dict:
+    """Copy the project's tracked files into `repo` with `params` over its params.yaml, commit, `dvc repro`
+    (with `env_extra` in the environment)."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     for rel in files:
@@ -71,7 +72,7 @@ def make_project(repo: Path, params: dict) -> dict:
     (repo / "params.yaml").write_text(yaml.safe_dump(project_params(params), sort_keys=False))
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com", "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(repo / "src"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **(env_extra or {})}
     dvc = str(Path(sys.executable).parent / "dvc")
     run(["git", "init", "-q", "-b", "main"], repo, env)
     run(["git", "add", "-A"], repo, env)
@@ -84,8 +85,11 @@ def make_project(repo: Path, params: dict) -> dict:
 
 def test_two_process_training_runs_through_dvc_repro_with_one_set_of_outputs(tmp_path):
     """runtime.nproc 2: each training stage relaunches itself as 2 gloo processes; rank 0 alone writes."""
-    p = make_project(tmp_path / "ddp", {**TINY, "runtime": {"nproc": 2}})
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    p = make_project(tmp_path / "ddp", {**TINY, "runtime": {"nproc": 2}}, {"TMPDIR": str(tmp)})
     repo, out = p["repo"], p["repro"]
+    assert not [d.name for d in tmp.iterdir() if "elastic" in d.name]  # the launcher's folders are removed
     assert ran_stages(out) == ALL_STAGES
     assert out.count("starting 2 training processes") == 3  # pretrain_teacher, finetune_teacher, train_student
     assert "(rank 1 of 2)" not in out  # ranks above 0 print nothing

@@ -12,6 +12,7 @@ import atexit
 import logging
 import os
 import sys
+import tempfile
 import uuid
 from functools import partialmethod
 
@@ -40,21 +41,25 @@ def relaunch(nproc: int) -> None:
     """Run this script as `nproc` local worker processes (c10d rendezvous on a free localhost port, no restarts)
     and exit with their status: 0 when all succeeded; a worker's LadedaError was printed by rank 0 and exits 2;
     any other failure is one line naming the rank and its exit status (its traceback is above)."""
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # failures get our one line instead
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
     print(f"runtime.nproc={nproc}: starting {nproc} training processes (torch.distributed.elastic)", flush=True)
-    try:
-        elastic_launch(config, sys.executable)("-u", *sys.argv)
-    except ChildFailedError as err:
-        rank, failure = err.get_first_failure()
-        if failure.exitcode == LADEDA_ERROR_EXIT:
-            raise SystemExit(LADEDA_ERROR_EXIT) from None
-        raise LadedaError(f"training process rank {rank} of {nproc} failed with exit status {failure.exitcode} "
-                          "(its messages are above)") from None
+    # the launcher's per-run folder (workers' error files) goes in a folder removed afterwards, not left in /tmp
+    with tempfile.TemporaryDirectory(prefix="ladeda-elastic-") as log_dir:
+        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
+                              rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
+                              logs_specs=DefaultLogsSpecs(log_dir=log_dir))
+        try:
+            elastic_launch(config, sys.executable)("-u", *sys.argv)
+        except ChildFailedError as err:
+            rank, failure = err.get_first_failure()
+            if failure.exitcode == LADEDA_ERROR_EXIT:
+                raise SystemExit(LADEDA_ERROR_EXIT) from None
+            raise LadedaError(f"training process rank {rank} of {nproc} failed with exit status {failure.exitcode} "
+                              "(its messages are above)") from None
     raise SystemExit(0)
 
 

@@ -13,6 +13,8 @@ from tqdm import tqdm  # not tqdm.auto: it calls iter() twice (DataLoader worker
 from ladeda.core import distributed
 from ladeda.core.errors import LadedaError
 from ladeda.core.runtime import CPU, Runtime
+from ladeda.models.fastpath import FastModel
+from ladeda.models.tiling import patch_map_in_pieces, scoring_pixels
 
 
 @dataclass
@@ -35,7 +37,7 @@ def score(model: nn.Module, loader: Iterable, runtime: Runtime = CPU, patch_maps
 def score_models(models: Mapping[str, nn.Module], loader: Iterable, runtime: Runtime = CPU,
                  patch_maps: bool = False, desc: str = "score",
                  on_maps: Callable[[dict[str, torch.Tensor]], None] | None = None,
-                 gather: bool = True) -> dict[str, Scores]:
+                 gather: bool = True, max_pixels: int | None = None) -> dict[str, Scores]:
     """Run several models in eval mode over one pass of a loader (each batch is decoded once for all of them).
 
     The models are moved to `runtime.device` and run under its autocast; logits and maps come back as
@@ -44,6 +46,8 @@ def score_models(models: Mapping[str, nn.Module], loader: Iterable, runtime: Run
     large split (`patch_maps=True` keeps them all, in `Scores.patch_maps`). Under several processes each
     scores its shard of the loader and, with `gather`, every rank gets the scores of the whole split in
     dataset-index order (`gather=False`: this rank's shard only, for statistics merged by the caller).
+    Each batch runs in pieces of at most `max_pixels` input pixels (default: `models.tiling.SCORING_PIXELS`
+    of the device), so full-size test images of any size are scored, in exact tiles when one does not fit.
     """
     for model in models.values():
         model.to(runtime.device).eval()
@@ -51,18 +55,16 @@ def score_models(models: Mapping[str, nn.Module], loader: Iterable, runtime: Run
     maps = {name: [] for name in models}
     labels, indices = [], []
     want_maps = patch_maps or on_maps is not None
+    budget = max_pixels or scoring_pixels(runtime.device)
     for x, y, idx in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
         x = x.to(runtime.device, non_blocking=True)
         batch_maps: dict[str, torch.Tensor] = {}
         for name, model in models.items():
             with runtime.autocast():
-                out = model.patch_map(x) if want_maps else model(x)
-            out = out.float().cpu()
+                out = _patch_map(model, x, budget).float().cpu()
             if want_maps:
                 batch_maps[name] = out
-                logits[name].append(out.mean(dim=(1, 2, 3)))
-            else:
-                logits[name].append(out)
+            logits[name].append(out.mean(dim=(1, 2, 3)))  # what the models' forward computes
             if patch_maps:
                 maps[name].extend(out[:, 0].numpy())
         if on_maps:
@@ -76,6 +78,14 @@ def score_models(models: Mapping[str, nn.Module], loader: Iterable, runtime: Run
     if not len(next(iter(local.values())).labels) and (gather or distributed.world_size() == 1):
         raise LadedaError("nothing to score: the split has no images")
     return local
+
+
+def _patch_map(model: nn.Module, x: torch.Tensor, budget: int) -> torch.Tensor:
+    """The model's patch map of a batch; LaDeDa / Tiny-LaDeDa run in pieces of `budget` pixels (exact tiles
+    for larger images, see `models.tiling`); a fast-path copy brings its own pieces."""
+    if isinstance(model, FastModel) or not hasattr(model, "trunk"):
+        return model.patch_map(x)
+    return patch_map_in_pieces(model, x, budget)
 
 
 def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:

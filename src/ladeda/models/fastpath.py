@@ -17,12 +17,9 @@ non-trivial BatchNorm statistics). What it changes, and why (measured on 2 CPU c
    (66 MB per layer at 256x256) do not fit in cache and the layers become memory-bound: one 3x3
    8->8 conv ran at 580 img/s on a 32-image batch but 1,250 img/s on 1-4 images. So a batch is run
    in micro-batches of about `work_pixels` pixels (default 2^17, two 256x256 images; see
-   WORK_PIXELS), and an image larger than that is run in tiles of its patch grid. Tiles are exact,
-   not approximate: after the parameter-free input filter (applied to the whole image first) every
-   layer is an unpadded conv and residuals are cropped at the bottom-right, so patch-map cell
-   (i, j) depends only on the trunk input window [S*i, S*i+R) x [S*j, S*j+R) (S = 8 for LaDeDa,
-   2 for Tiny-LaDeDa; R = patch size, 5 for Tiny on the filtered image). Tiling also bounds the
-   memory a very large image needs, on any device.
+   WORK_PIXELS), and an image larger than that is run in exact tiles of its patch grid
+   (`models.tiling`, which the evaluation stages use too). Tiling also bounds the memory a very
+   large image needs, on any device (GPU pieces: `tiling.SCORING_PIXELS`).
 
 The copy is for inference only: its module names differ from the official state dict (do not save it
 as a checkpoint; export or keep the original model for that).
@@ -31,7 +28,6 @@ as a checkpoint; export or keep the original model for that).
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import nn
@@ -39,6 +35,7 @@ from torch import nn
 from ladeda.models.folding import fold_batchnorms, fold_stem, linear_as_conv
 from ladeda.models.geometry import patch_geometry
 from ladeda.models.ladeda import LaDeDa
+from ladeda.models.tiling import patch_map_in_pieces, scoring_pixels
 from ladeda.models.tiny import TinyLaDeDa
 
 # Pixels per CPU work unit (micro-batch or tile). Measured at 256x256 on one thread, img/s by work
@@ -47,8 +44,6 @@ from ladeda.models.tiny import TinyLaDeDa
 WORK_PIXELS = 1 << 17
 # Convs with fewer multiply-adds than this keep torch's own backend choice (oneDNN costs ~0.05 ms a call).
 ONEDNN_MIN_MACS = 1 << 22
-# On a GPU, only very large images are tiled (to bound memory); batches run whole.
-GPU_WORK_PIXELS = 1 << 22
 
 
 class FastModel(nn.Module):
@@ -91,32 +86,12 @@ class FastModel(nn.Module):
         if min(h, w) < self.geometry.min_size:
             raise ValueError(f"{self.arch} ({self.preprocess}) needs images of at least "
                              f"{self.geometry.min_size}x{self.geometry.min_size} pixels, got {h}x{w}")
-        budget = self.work_pixels if x.device.type == "cpu" else GPU_WORK_PIXELS
-        if h * w <= budget:
-            per = max(1, budget // (h * w))
-            if b <= per:
-                return self.trunk(self.input_filter(x))
-            return torch.cat([self.trunk(self.input_filter(part)) for part in x.split(per)])
-        return torch.cat([self._tiled(self.input_filter(x[i:i + 1]), budget) for i in range(b)])
+        budget = self.work_pixels if x.device.type == "cpu" else scoring_pixels(x.device)  # GPU: memory only
+        return patch_map_in_pieces(self, x, budget, self.geometry)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B,) image logits: the mean of the patch logits."""
         return self.patch_map(x).mean(dim=(1, 2, 3))
-
-    def _tiled(self, z: torch.Tensor, budget: int) -> torch.Tensor:
-        """Patch map of one filtered image computed tile by tile on the patch grid (exact, see module doc)."""
-        s, r = self.geometry.trunk_stride, self.geometry.trunk_size
-        nh, nw = (z.shape[-2] - r) // s + 1, (z.shape[-1] - r) // s + 1
-        side = max(1, (math.isqrt(budget) - r) // s + 1)  # cells per tile side so a tile has ~budget pixels
-        th, tw = _even_split(nh, side), _even_split(nw, side)
-        out = z.new_empty((z.shape[0], 1, nh, nw))
-        for i0 in range(0, nh, th):
-            i1 = min(nh, i0 + th)
-            for j0 in range(0, nw, tw):
-                j1 = min(nw, j0 + tw)
-                tile = z[..., s * i0: s * (i1 - 1) + r, s * j0: s * (j1 - 1) + r]
-                out[..., i0:i1, j0:j1] = self.trunk(tile)
-        return out
 
     def extra_repr(self) -> str:
         return f"arch={self.arch}, preprocess={self.preprocess}, work_pixels={self.work_pixels}"
@@ -166,8 +141,3 @@ def _use_onednn(module: nn.Module) -> None:
             child.__class__ = OneDNNConv2d  # same attributes and parameters, different forward
         else:
             _use_onednn(child)
-
-
-def _even_split(n: int, most: int) -> int:
-    """Tile length that splits n cells into ceil(n / most) nearly equal tiles."""
-    return math.ceil(n / math.ceil(n / most))

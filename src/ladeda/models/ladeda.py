@@ -77,18 +77,16 @@ class LaDeDa(nn.Module):
         """The four residual stages, in order (fine-tuning unfreezes them from the end)."""
         return [self.layer1, self.layer2, self.layer3, self.layer4]
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 4*8*width, h, w) patch features of a normalised (B, 3, H, W) batch."""
-        x = self.input_filter(x)
-        x = self.relu(self.bn1(self.conv2(self.conv1(x))))
+    def trunk(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, 1, h, w) patch logits of an already filtered batch (`input_filter` output): what tiling runs."""
+        x = self.relu(self.bn1(self.conv2(self.conv1(z))))
         for stage in self.stages:
             x = stage(x)
-        return x
+        return self.fc(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def patch_map(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, h, w) patch logits: the linear head applied at every location."""
-        f = self.features(x).permute(0, 2, 3, 1)
-        return self.fc(f).permute(0, 3, 1, 2)
+        return self.trunk(self.input_filter(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B,) image logits: the mean of the patch logits."""

@@ -41,16 +41,14 @@ class TinyLaDeDa(nn.Module):
         self.layer1 = nn.Sequential(TinyBlock(8))
         self.fc = nn.Linear(8, 1)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 8, h, w) patch features of a normalised (B, 3, H, W) batch."""
-        x = self.input_filter(x)
-        x = self.relu(self.bn1(self.conv2(self.conv1(x))))
-        return self.layer1(x)
+    def trunk(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, 1, h, w) patch logits of an already filtered batch (`input_filter` output): what tiling runs."""
+        f = self.layer1(self.relu(self.bn1(self.conv2(self.conv1(z)))))
+        return self.fc(f.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def patch_map(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, h, w) patch logits."""
-        f = self.features(x).permute(0, 2, 3, 1)
-        return self.fc(f).permute(0, 3, 1, 2)
+        return self.trunk(self.input_filter(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B,) image logits: the mean of the patch logits."""
