@@ -10,12 +10,14 @@ and takes each stage's time from when DVC announces it, then times `dvc exp run 
 alpha_distill=0.1` on top. Goals (2 cores): whole pipeline <= 300 s, teacher half (pretrain_teacher,
 diagnose, finetune_teacher, evaluate_teacher) <= 180 s, the experiment <= 35% of the whole pipeline.
 The load averages are printed before and after: other processes on the same cores slow every
-stage down.
+stage down. `--busy` keeps one core busy with another CPU-bound process the whole time (what a second
+job, a test run or `dvc queue start -j 2` does to the pipeline).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -53,11 +55,13 @@ def timed_run(cmd: list[str], cwd: Path, env: dict) -> tuple[float, dict[str, fl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, help="also write the timings as JSON here")
+    ap.add_argument("--busy", action="store_true", help="keep one core busy with a CPU-bound process meanwhile")
     args = ap.parse_args()
     identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
                 for what, value in (("NAME", "bench"), ("EMAIL", "bench@localhost"))}  # exp run commits
     print(f"machine: {machine_description()}; load before: {load_average()}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="ladeda-bench-") as tmp:
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+    with tempfile.TemporaryDirectory(prefix="ladeda-bench-") as tmp, _stopped_at_exit(busy):
         clone = Path(tmp) / "ladeda"
         env = {**identity, **os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(clone / "src"),  # the clone's code
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -65,7 +69,7 @@ def main() -> None:
         pipeline_s, stages = timed_run(["dvc", "repro"], clone, env)
         experiment_s, exp_stages = timed_run(["dvc", "exp", "run", "--temp", "-S", "alpha_distill=0.1"], clone, env)
     teacher_half_s = sum(stages.get(s, 0.0) for s in TEACHER_HALF)
-    result = {"machine": machine_description(), "pipeline_s": pipeline_s, "teacher_half_s": teacher_half_s,
+    result = {"machine": machine_description(), "other_core_busy": args.busy, "pipeline_s": pipeline_s, "teacher_half_s": teacher_half_s,
               "experiment_s": experiment_s, "experiment_share": experiment_s / pipeline_s,
               "stages_s": stages, "experiment_stages_s": exp_stages, "load_after": load_average()}
     print("\n| stage | seconds |\n|---|---|")
@@ -78,6 +82,17 @@ def main() -> None:
     print(f"\nload after: {result['load_after']}")
     if args.json:
         write_json(args.json, result)
+
+
+@contextlib.contextmanager
+def _stopped_at_exit(process: subprocess.Popen | None):
+    """Kill `process` (the --busy load) when the block ends, however it ends."""
+    try:
+        yield
+    finally:
+        if process is not None:
+            process.kill()
+            process.wait()
 
 
 if __name__ == "__main__":

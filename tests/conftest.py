@@ -40,6 +40,23 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cpu_claims(tmp_path_factory):
+    """The tests' CPU claims (core.cpu_claims) in a folder of their own, also for the stages they start, so
+    ladeda runs elsewhere on the machine do not change the thread counts tests see."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LADEDA_CPU_CLAIMS_DIR", str(tmp_path_factory.mktemp("cpu-claims")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def no_lasting_claim():
+    """A test that configured threads automatically gives up its claim, as the stage process would at exit."""
+    yield
+    from ladeda.core import cpu_claims
+    cpu_claims.release()
+
+
 @pytest.fixture
 def loaders():
     return pattern_loaders()

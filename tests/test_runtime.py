@@ -137,6 +137,7 @@ def test_auto_threads_follow_the_load_every_epoch(monkeypatch, loaders):
     idle = iter([2, 1, 1])  # the cores found idle at the stage's start, then before each of 2 epochs
     seen = []
     monkeypatch.setattr(runtime, "idle_cpus", lambda: next(idle))
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: [0, 1])
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     rt = setup_runtime(runtime_section(device="cpu", threads="auto"))
     assert rt.threads == 2 and rt.auto_threads

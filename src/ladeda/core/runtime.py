@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ladeda.core import distributed
+from ladeda.core import cpu_claims, distributed
 from ladeda.core.errors import LadedaError
 
 M_TRIM_THRESHOLD = -1
@@ -57,17 +57,17 @@ def resolve_device(name: str) -> torch.device:
 def configure_threads(num_threads: int | None = None) -> int:
     """Set torch's intra-op threads and return the number used.
 
-    Default: the CPUs this process may use minus those other processes are keeping busy right now
-    (`idle_cpus`), at least 1; `OMP_NUM_THREADS` or `num_threads` override it. Why not simply all
-    CPUs: torch's OpenMP threads wait for each other at every op, so one thread that has to share
-    its core stalls them all. Measured on 2 cores while two other processes kept both busy: a
-    LaDeDa9 (width 8) forward on 3 images of 64x64 took 3.4 s with 2 threads and 0.01 s with 1.
-    Inter-op threads are set to 1 (inference runs one op at a time); torch allows that only before
-    any parallel work, so it is skipped silently when too late.
+    Default: `auto_threads()`, the cores neither other processes nor other ladeda runs are using;
+    `OMP_NUM_THREADS` or `num_threads` override it. Why not simply all CPUs: torch's OpenMP threads
+    wait for each other at every op, so one thread that has to share its core stalls them all.
+    Measured on 2 cores while two other processes kept both busy: a LaDeDa9 (width 8) forward on
+    3 images of 64x64 took 3.4 s with 2 threads and 0.01 s with 1. Inter-op threads are set to 1
+    (inference runs one op at a time); torch allows that only before any parallel work, so it is
+    skipped silently when too late.
     """
     if num_threads is None:
         env = os.environ.get("OMP_NUM_THREADS", "")
-        num_threads = int(env) if env.isdigit() and int(env) > 0 else idle_cpus()
+        num_threads = int(env) if env.isdigit() and int(env) > 0 else auto_threads()
     num_threads = max(1, int(num_threads))
     torch.set_num_threads(num_threads)
     try:
@@ -75,6 +75,19 @@ def configure_threads(num_threads: int | None = None) -> int:
     except RuntimeError:
         pass
     return num_threads
+
+
+def auto_threads(processes: int = 1) -> int:
+    """Threads for each of `processes` processes of one run on this machine (DDP ranks; 1 otherwise).
+
+    The idle cores (`idle_cpus`) split between the processes, and never more than this run's share of
+    the CPUs among all ladeda runs computing now (`cpu_claims`): two runs started at the same moment
+    both find the cores idle, and only the claims tell each to take half. This process claims first.
+    """
+    cpu_claims.claim()
+    cpus = len(usable_cpus())
+    runs = max(processes, cpu_claims.active_claims())
+    return max(1, min(idle_cpus() // processes, cpus // runs))
 
 
 def idle_cpus(sample_s: float = 0.2) -> int:
@@ -164,15 +177,27 @@ class Runtime:
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def retune_threads(self) -> int:
-        """With `threads: auto`, set the thread count to the cores idle right now; return the count in use.
+        """With `threads: auto`, set the thread count to `auto_threads()` now; return the count in use.
 
-        Two runs that start at the same moment (`dvc queue start -j 2`) both see idle cores and both take
-        them all, and then stall each other; re-checking every epoch lets each settle on what the other
-        leaves (measured: see README, Hardware).
+        Re-checked every epoch, a run takes the cores another run has left since (or gives up what a run
+        that started since claims), and follows other jobs' load (measured: see README, Hardware).
         """
         if not self.auto_threads or self.device.type != "cpu":
             return torch.get_num_threads()
         return configure_threads()
+
+    def share_threads(self) -> None:
+        """With `threads: auto`, drop at once to this run's share of the CPUs when more ladeda runs compute now
+        than the thread count allows for (cheap: the claims only, no load sampling; called every step and batch).
+
+        A run that started with every core would otherwise stall a run started just after it until its next
+        epoch; taking cores back is left to `retune_threads`, which samples the load.
+        """
+        if not self.auto_threads or self.device.type != "cpu":
+            return
+        share = max(1, len(usable_cpus()) // max(1, cpu_claims.active_claims()))
+        if share < torch.get_num_threads():
+            torch.set_num_threads(share)
 
     def loader_options(self) -> dict:
         """DataLoader keywords: workers (kept alive across epochs), pinned memory for copies to a GPU, and under
@@ -211,7 +236,7 @@ def setup_runtime(section, data_parallel: bool = False) -> Runtime:
         workers = max(1, min(GPU_WORKERS, len(usable_cpus()) // local_world)) if device.type == "cuda" else 0
     threads = section.threads
     if threads == "auto" and world > 1:
-        threads = None if os.environ.get("OMP_NUM_THREADS") else max(1, idle_cpus() // local_world)
+        threads = None if os.environ.get("OMP_NUM_THREADS") else auto_threads(local_world)
     threads = configure_threads(None if threads == "auto" else threads)
     rt = Runtime(device, precision, int(workers), threads, auto_threads=section.threads == "auto" and world == 1,
                  rank=rank, world_size=world)

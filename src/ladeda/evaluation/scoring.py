@@ -57,6 +57,7 @@ def score_models(models: Mapping[str, nn.Module], loader: Iterable, runtime: Run
     want_maps = patch_maps or on_maps is not None
     budget = max_pixels or scoring_pixels(runtime.device)
     for x, y, idx in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+        runtime.share_threads()
         x = x.to(runtime.device, non_blocking=True)
         batch_maps: dict[str, torch.Tensor] = {}
         for name, model in models.items():

@@ -201,6 +201,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
         n = 0
         bar = tqdm(train_loader, desc=f"{desc} {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
         for step, (x, y, _) in enumerate(bar):
+            runtime.share_threads()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with runtime.autocast():
                 loss, terms = step_fn(trained, x, y)
