@@ -69,7 +69,8 @@ def main() -> None:
         pipeline_s, stages = timed_run(["dvc", "repro"], clone, env)
         experiment_s, exp_stages = timed_run(["dvc", "exp", "run", "--temp", "-S", "alpha_distill=0.1"], clone, env)
     teacher_half_s = sum(stages.get(s, 0.0) for s in TEACHER_HALF)
-    result = {"machine": machine_description(), "other_core_busy": args.busy, "pipeline_s": pipeline_s, "teacher_half_s": teacher_half_s,
+    result = {"machine": machine_description(), "other_core_busy": args.busy, "pipeline_s": pipeline_s,
+              "teacher_half_s": teacher_half_s,
               "experiment_s": experiment_s, "experiment_share": experiment_s / pipeline_s,
               "stages_s": stages, "experiment_stages_s": exp_stages, "load_after": load_average()}
     print("\n| stage | seconds |\n|---|---|")

@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ladeda.core import cpu_claims
+
 
 class PatternImages(Dataset):
     """Real: smooth noise; fake: the same plus a 2x2-periodic upsampling-like pattern. Items are (x, y, index)."""
@@ -53,7 +55,6 @@ def own_cpu_claims(tmp_path_factory):
 def no_lasting_claim():
     """A test that configured threads automatically gives up its claim, as the stage process would at exit."""
     yield
-    from ladeda.core import cpu_claims
     cpu_claims.release()
 
 
