@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from ladeda.evaluation import scoring
 from ladeda.models import fastpath
 from ladeda.core.runtime import configure_threads, idle_cpus
 from ladeda.models.fastpath import FastModel, optimize_for_inference
@@ -102,6 +103,38 @@ def test_original_model_is_untouched():
     assert model.training and not fast.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert optimize_for_inference(fast) is fast
+
+
+class MeanColour(nn.Module):
+    """A detector that is neither LaDeDa nor Tiny-LaDeDa: scoring must run it as it is."""
+
+    def patch_map(self, x):
+        return x.mean(dim=1, keepdim=True)
+
+
+def test_scoring_runs_ladeda_models_through_the_fast_path_with_the_plain_scores(monkeypatch):
+    torch.manual_seed(4)
+    models = {"teacher": randomize_batchnorm(LaDeDa9("NPR", width=8)),
+              "student": randomize_batchnorm(TinyLaDeDa("right_diag"), seed=1).train(), "other": MeanColour()}
+    before = {k: v.clone() for k, v in models["teacher"].state_dict().items()}
+    batches = [(torch.randn(4, 3, 48, 40), torch.tensor([0, 1, 0, 1]), torch.arange(4)),
+               (torch.randn(3, 3, 48, 40), torch.tensor([1, 0, 1]), torch.arange(4, 7))]
+    ran: list[type] = []
+    patch_map = scoring._patch_map
+    monkeypatch.setattr(scoring, "_patch_map", lambda model, x, budget: ran.append(type(model)) or patch_map(
+        model, x, budget))
+    fast = scoring.score_models(models, batches, patch_maps=True)
+    assert ran == [FastModel, FastModel, MeanColour] * 2
+    assert all(torch.equal(before[k], v) for k, v in models["teacher"].state_dict().items())
+    assert not models["student"].training  # put in eval mode, as before
+    ran.clear()
+    plain = scoring.score_models(models, batches, patch_maps=True, fast=False)
+    assert ran == [LaDeDa9, TinyLaDeDa, MeanColour] * 2
+    for name in models:
+        assert_close(torch.from_numpy(plain[name].logits), torch.from_numpy(fast[name].logits))
+        for a, b in zip(plain[name].patch_maps, fast[name].patch_maps, strict=True):
+            assert_close(torch.from_numpy(a), torch.from_numpy(b))
+        assert list(fast[name].indices) == list(range(7)) and list(fast[name].labels) == list(plain[name].labels)
 
 
 @pytest.mark.parametrize("name,stride,size,offset", [("ladeda9-npr", 8, 9, 0), ("tiny-right_diag", 2, 7, -1),

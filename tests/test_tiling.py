@@ -8,6 +8,7 @@ import torch
 
 from ladeda.evaluation.scoring import score_models
 from ladeda.models import LaDeDa9, TinyLaDeDa
+from ladeda.models.fastpath import FastModel
 from ladeda.models.tiling import patch_map_in_pieces
 from test_fastpath import randomize_batchnorm
 
@@ -38,16 +39,20 @@ def test_plain_models_run_in_micro_batches_and_exact_tiles(build):
     torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=tol)
 
 
-def test_scoring_full_size_images_larger_than_the_budget_gives_the_same_scores():
+@pytest.mark.parametrize("fast", [False, True], ids=["plain", "fast-path"])
+def test_scoring_full_size_images_larger_than_the_budget_gives_the_same_scores(fast, monkeypatch):
     """A test split of images too large for one piece: scored tile by tile, same logits and patch maps."""
     torch.manual_seed(3)
     teacher, student = randomize_batchnorm(LaDeDa9("NPR", width=8)), randomize_batchnorm(TinyLaDeDa())
     batches = [(torch.randn(2, 3, 96, 130), torch.tensor([0, 1]), torch.tensor([0, 1])),
                (torch.randn(1, 3, 140, 72), torch.tensor([1]), torch.tensor([2]))]
     models = {"teacher": teacher, "student": student}
-    whole = score_models(models, batches, patch_maps=True, max_pixels=1 << 20)
+    whole = score_models(models, batches, patch_maps=True, max_pixels=1 << 20, fast=False)
     seen = trunk_inputs(teacher)
-    tiled = score_models(models, batches, patch_maps=True, max_pixels=2000)
+    if fast:  # the fast copies are made inside score_models: record what their trunks see
+        trunk = FastModel.trunk
+        monkeypatch.setattr(FastModel, "trunk", lambda self, z: seen.append(tuple(z.shape)) or trunk(self, z))
+    tiled = score_models(models, batches, patch_maps=True, max_pixels=2000, fast=fast)
     assert seen and max(h * w for _, _, h, w in seen) <= 2000  # every piece within the budget
     for name in models:
         np.testing.assert_allclose(tiled[name].logits, whole[name].logits, rtol=1e-5, atol=1e-5)

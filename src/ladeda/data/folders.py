@@ -259,8 +259,8 @@ class LabeledImages(Dataset):
         """(tensor, label, index); an (index, seed) pair runs the random transform on its own seeded stream."""
         if isinstance(index, tuple):
             index, seed = index
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with torch.random.fork_rng(devices=[]):  # the transforms draw from the CPU generator alone
+                torch.default_generator.manual_seed(seed)  # not torch.manual_seed: it also seeds every GPU, unrestored
                 return self[index]
         sample = self.samples[index]
         return self.transform(load_rgb(sample.path)), sample.label, index

@@ -16,7 +16,6 @@ from ladeda.core.errors import LadedaError
 from ladeda.core.runtime import CPU, Runtime
 from ladeda.distillation.agreement import PatchAgreement
 from ladeda.evaluation.scoring import score_models
-from ladeda.models.fastpath import optimize_for_inference
 
 
 def loss_shares(bce: float, mse: float, alpha_task: float, alpha_distill: float) -> dict[str, float]:
@@ -45,7 +44,7 @@ class DistillMonitor:
     def teacher_maps(self) -> tuple[list[np.ndarray], np.ndarray]:
         """The teacher's validation patch maps and their dataset indices (computed on first use)."""
         if self._teacher_maps is None:
-            s = score_models({"teacher": optimize_for_inference(self.teacher)}, self.val_loader, self.runtime,
+            s = score_models({"teacher": self.teacher}, self.val_loader, self.runtime,
                              patch_maps=True, desc="validate teacher maps", gather=False)["teacher"]
             self._teacher_maps, self._indices = s.patch_maps, s.indices
         return self._teacher_maps, self._indices

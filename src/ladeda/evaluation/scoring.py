@@ -1,4 +1,10 @@
-"""Batched scoring: image logits (and optionally patch maps) of a model over a data loader."""
+"""Batched scoring: image logits (and optionally patch maps) of a model over a data loader.
+
+LaDeDa and Tiny-LaDeDa are scored through their fast inference copies (`models.fastpath`: folded
+BatchNorms, channels-last oneDNN convs), which give the plain models' logits within float tolerance and
+run about 3.5x faster on the CPU; validation after every training epoch, the gates' scoring and the
+robustness conditions all go through here.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,9 @@ from tqdm import tqdm  # not tqdm.auto: it calls iter() twice (DataLoader worker
 from ladeda.core import distributed
 from ladeda.core.errors import LadedaError
 from ladeda.core.runtime import CPU, Runtime
-from ladeda.models.fastpath import FastModel
+from ladeda.models.fastpath import WORK_PIXELS, FastModel, optimize_for_inference
+from ladeda.models.ladeda import LaDeDa
+from ladeda.models.tiny import TinyLaDeDa
 from ladeda.models.tiling import patch_map_in_pieces, scoring_pixels
 
 
@@ -28,16 +36,16 @@ class Scores:
 
 
 def score(model: nn.Module, loader: Iterable, runtime: Runtime = CPU, patch_maps: bool = False,
-          desc: str = "score") -> Scores:
+          desc: str = "score", fast: bool = True) -> Scores:
     """Run `model` in eval mode over a loader of (images, labels, indices) batches."""
-    return score_models({"model": model}, loader, runtime, patch_maps, desc)["model"]
+    return score_models({"model": model}, loader, runtime, patch_maps, desc, fast=fast)["model"]
 
 
 @torch.no_grad()
 def score_models(models: Mapping[str, nn.Module], loader: Iterable, runtime: Runtime = CPU,
                  patch_maps: bool = False, desc: str = "score",
                  on_maps: Callable[[dict[str, torch.Tensor]], None] | None = None,
-                 gather: bool = True, max_pixels: int | None = None) -> dict[str, Scores]:
+                 gather: bool = True, max_pixels: int | None = None, fast: bool = True) -> dict[str, Scores]:
     """Run several models in eval mode over one pass of a loader (each batch is decoded once for all of them).
 
     The models are moved to `runtime.device` and run under its autocast; logits and maps come back as
@@ -47,10 +55,15 @@ def score_models(models: Mapping[str, nn.Module], loader: Iterable, runtime: Run
     scores its shard of the loader and, with `gather`, every rank gets the scores of the whole split in
     dataset-index order (`gather=False`: this rank's shard only, for statistics merged by the caller).
     Each batch runs in pieces of at most `max_pixels` input pixels (default: `models.tiling.SCORING_PIXELS`
-    of the device), so full-size test images of any size are scored, in exact tiles when one does not fit.
+    of the device; fast copies on the CPU use cache-sized pieces, `models.fastpath.WORK_PIXELS`, or fewer),
+    so full-size test images of any size are scored, in exact tiles when one does not fit. `fast`: run
+    LaDeDa / Tiny-LaDeDa as `optimize_for_inference` copies (the models passed in are only moved to the
+    device and put in eval mode); other models run as they are.
     """
     for model in models.values():
         model.to(runtime.device).eval()
+    if fast:
+        models = {name: _inference_copy(m, max_pixels) for name, m in models.items()}
     logits = {name: [] for name in models}
     maps = {name: [] for name in models}
     labels, indices = [], []
@@ -79,6 +92,13 @@ def score_models(models: Mapping[str, nn.Module], loader: Iterable, runtime: Run
     if not len(next(iter(local.values())).labels) and (gather or distributed.world_size() == 1):
         raise LadedaError("nothing to score: the split has no images")
     return local
+
+
+def _inference_copy(model: nn.Module, max_pixels: int | None) -> nn.Module:
+    """The fast-path copy of a LaDeDa / Tiny-LaDeDa (CPU pieces within `max_pixels`); any other model as it is."""
+    if not isinstance(model, (LaDeDa, TinyLaDeDa)):
+        return model
+    return optimize_for_inference(model, min(WORK_PIXELS, max_pixels or WORK_PIXELS))
 
 
 def _patch_map(model: nn.Module, x: torch.Tensor, budget: int) -> torch.Tensor:
