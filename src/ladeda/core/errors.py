@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import signal
 import sys
@@ -40,7 +42,12 @@ def run_cli(main: Callable[[], object]) -> None:
 
     Ctrl-C exits with 130 and SIGTERM with 143 (128 + 15), after temporary files are removed. Of several
     data-parallel processes (`RANK` set) only rank 0 prints a LadedaError: every rank meets the same one.
+    At exit every object left is frozen out of the garbage collector (`gc.freeze`, run by `atexit`) so the
+    interpreter's final collections do not walk the million objects torch and torchvision create on
+    import: about 1 s less per stage process, nothing changed while it runs.
     """
+    atexit.unregister(gc.freeze)  # registered once however often run_cli runs in one process
+    atexit.register(gc.freeze)
     try:
         with sigterm_raises():
             main()
