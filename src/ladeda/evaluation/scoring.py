@@ -19,9 +19,7 @@ from tqdm import tqdm  # not tqdm.auto: it calls iter() twice (DataLoader worker
 from ladeda.core import distributed
 from ladeda.core.errors import LadedaError
 from ladeda.core.runtime import CPU, Runtime
-from ladeda.models.fastpath import WORK_PIXELS, FastModel, optimize_for_inference
-from ladeda.models.ladeda import LaDeDa
-from ladeda.models.tiny import TinyLaDeDa
+from ladeda.models.fastpath import FAST_PATH_MODELS, WORK_PIXELS, FastModel, optimize_for_inference
 from ladeda.models.tiling import patch_map_in_pieces, scoring_pixels
 
 
@@ -96,7 +94,7 @@ def score_models(models: Mapping[str, nn.Module], loader: Iterable, runtime: Run
 
 def _inference_copy(model: nn.Module, max_pixels: int | None) -> nn.Module:
     """The fast-path copy of a LaDeDa / Tiny-LaDeDa (CPU pieces within `max_pixels`); any other model as it is."""
-    if not isinstance(model, (LaDeDa, TinyLaDeDa)):
+    if not isinstance(model, FAST_PATH_MODELS):
         return model
     return optimize_for_inference(model, min(WORK_PIXELS, max_pixels or WORK_PIXELS))
 

@@ -44,6 +44,8 @@ from ladeda.models.tiny import TinyLaDeDa
 WORK_PIXELS = 1 << 17
 # Convs with fewer multiply-adds than this keep torch's own backend choice (oneDNN costs ~0.05 ms a call).
 ONEDNN_MIN_MACS = 1 << 22
+# The architectures with a fast path: anything else is scored as it is.
+FAST_PATH_MODELS = (LaDeDa, TinyLaDeDa)
 
 
 class FastModel(nn.Module):
@@ -55,7 +57,7 @@ class FastModel(nn.Module):
 
     def __init__(self, model: nn.Module, work_pixels: int = WORK_PIXELS):
         super().__init__()
-        if not isinstance(model, (LaDeDa, TinyLaDeDa)):
+        if not isinstance(model, FAST_PATH_MODELS):
             raise TypeError(f"optimize_for_inference needs a LaDeDa or TinyLaDeDa model, got {type(model).__name__}")
         model = copy.deepcopy(model).eval()
         self.arch = type(model).__name__
