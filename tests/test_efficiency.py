@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ladeda.evaluation.efficiency import (count_parameters, flops_per_image, load_average, machine_description,
-                               measure_throughput)
+from ladeda.evaluation.efficiency import (count_parameters, cpu_model, flops_per_image, load_average,
+                                         machine_description, measure_throughput)
 from ladeda.models.fastpath import optimize_for_inference
 from ladeda.models import LaDeDa9, TinyLaDeDa
 
@@ -59,6 +59,16 @@ def test_measure_throughput_is_positive_and_consistent():
 def test_machine_description_names_torch_and_threads():
     text = machine_description()
     assert torch.__version__.split("+")[0] in text and f"{torch.get_num_threads()} threads" in text
+
+
+def test_cpu_model_names_family_and_model_of_the_first_cpu(tmp_path):
+    info = tmp_path / "cpuinfo"
+    block = "processor\t: {n}\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: {m}\nmodel name\t: {name}\n\n"
+    info.write_text(block.format(n=0, m=143, name="Intel(R) Xeon(R) Platinum 8480C")
+                    + block.format(n=1, m=85, name="other"))
+    assert cpu_model(str(info)) == "Intel(R) Xeon(R) Platinum 8480C (family 6, model 143)"
+    info.write_text("processor\t: 0\nmodel name\t: Some ARM core\n")
+    assert cpu_model(str(info)) == "Some ARM core"  # no family / model lines: the name alone
 
 
 def test_load_average_is_three_numbers_or_na():

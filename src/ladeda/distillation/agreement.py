@@ -17,6 +17,7 @@ from scipy.stats import spearmanr
 
 from ladeda.core.errors import LadedaError
 from ladeda.distillation.loss import align
+from ladeda.evaluation.moments import centred_comoment
 
 SPEARMAN_CAP = 2_000_000  # patch pairs kept for Spearman (32 MB); more are subsampled uniformly
 
@@ -42,9 +43,8 @@ class PatchAgreement:
             self._add(torch.cat(pairs).double().numpy())
 
     def _add(self, xy: np.ndarray) -> None:
-        mean = xy.mean(0)
-        centred = xy - mean
-        self._combine(len(xy), mean, centred.T @ centred, xy, self.rng.random(len(xy)))
+        mean, comoment = centred_comoment(xy.T)  # the same bits on every CPU (a BLAS `@` sums per CPU model)
+        self._combine(len(xy), mean, comoment, xy, self.rng.random(len(xy)))
 
     def _combine(self, m: int, mean: np.ndarray, comoment: np.ndarray, xy: np.ndarray, keys: np.ndarray) -> None:
         """Merge a set of `m` pairs given by its means and centred comoment (Chan et al.), and its sample."""

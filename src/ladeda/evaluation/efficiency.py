@@ -98,14 +98,25 @@ def measure_throughput(model: nn.Module, height: int, width: int, batch_size: in
     return out
 
 
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux)."""
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name, with its family and model numbers where /proc/cpuinfo has them (Linux).
+
+    A VM's name alone ("AMD EPYC") does not tell CPU generations apart, and their speeds differ twofold.
+    """
     cpu = platform.processor() or platform.machine()
     try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+        with open(cpuinfo) as f:
+            fields: dict[str, str] = {}
+            for line in f:
+                if not line.strip():
+                    break  # the first CPU's block
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
+        return cpu
+    cpu = fields.get("model name", cpu)
+    if "cpu family" in fields and "model" in fields:
+        cpu += f" (family {fields['cpu family']}, model {fields['model']})"
     return cpu
 
 

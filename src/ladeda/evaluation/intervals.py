@@ -11,6 +11,7 @@ from scipy.stats import norm, rankdata
 from sklearn.metrics import roc_auc_score
 
 from ladeda.core.errors import LadedaError
+from ladeda.evaluation.moments import covariance
 
 
 def _z_critical(level: float) -> float:
@@ -54,7 +55,7 @@ def _delong(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     aucs = (tz[:, :m].sum(axis=1) - m * (m + 1) / 2) / (m * n)
     v10 = (tz[:, :m] - tx) / n  # structural components: P(fake_i beats a real), ties count 1/2
     v01 = 1.0 - (tz[:, m:] - ty) / m  # P(real_j is beaten by a fake)
-    cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+    cov = covariance(v10) / m + covariance(v01) / n  # not np.cov: its BLAS sums differ between CPUs
     return aucs, cov
 
 
