@@ -9,6 +9,7 @@ from ladeda.core.params import stage_params
 from ladeda.core.runtime import seed_everything, setup_runtime, tune_allocator
 from ladeda.distillation.schedule import plan_schedule, train_student
 from ladeda.distillation.targets import target_scale
+from ladeda.distillation.teacher_maps import TeacherMaps
 from ladeda.models import TinyLaDeDa
 from ladeda.models.checkpoints import checkpoint_on_best, save_checkpoint
 from ladeda.pipeline.datasets import checked_loader, skipped_unreadable
@@ -40,7 +41,8 @@ def main() -> None:
     student = TinyLaDeDa(p.student.preprocess, p.student.npr_scale)
     set_bn_momentum(student, p.student.bn_momentum)
     train = checked_loader(p, "train", p.student.batch_size, rt)
-    scale = target_scale(p.distill.target, teacher if distill else None, train, p.seed, rt.device)
+    maps = TeacherMaps(teacher, rt.device, cache=train.dataset.inputs_repeat()) if distill else None
+    scale = target_scale(p.distill.target, maps, train, p.seed, rt.device)
     target = {"target": p.distill.target, "scale": scale}  # recorded in both checkpoints
     if scale is not None:
         print(f"train_student: distillation target standardized by the teacher's patch-logit std {scale:.4g}")
@@ -54,7 +56,7 @@ def main() -> None:
                                                            teacher=p.teacher_weights, distill=target),
                                 log_epoch=log, resume_dir=f"{p.paths.resume}/train_student",
                                 extra={"params": used, "inputs": inputs_digest(p.teacher_file().path, p.data.root)},
-                                runtime=rt)
+                                teacher_maps=maps, runtime=rt)
     if not rt.is_main:
         return  # rank 0 writes the results
     best_auc = max(r.best_auc for _, r in results)
@@ -74,7 +76,8 @@ def main() -> None:
                     "stopped_early": r.stopped_early} for ph, r in results]})
     write_timings("train_student", {"seconds": round(sum(r.seconds for _, r in results), 1),
                                     "phases": [{"name": ph.name, "seconds": round(r.seconds, 1),
-                                                "epochs_timed": r.epochs_run - r.resumed_from} for ph, r in results]})
+                                                "epochs_timed": r.epochs_run - r.resumed_from} for ph, r in results],
+                                    "teacher_maps": maps.counts() if maps else None})
     print(f"train_student: best val AUC {best_auc:.4f} -> {best_path}, {final_path}")
 
 

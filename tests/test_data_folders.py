@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 
 from ladeda.data.check import analyze_dataset
+from ladeda.data.decoded import DecodedImages
 from ladeda.data.folders import LabeledImages, discover, find_images, scan_split, subsets
+from ladeda.data.images import load_rgb
 from ladeda.data.loaders import make_loader
 from ladeda.data.transforms import build_transform
 from ladeda.core.errors import LadedaError
@@ -188,3 +190,55 @@ def test_fixed_size_loader_is_plain_and_seeded(tmp_path):
     a, b = run(), run()
     assert [i for _, i in a] == [i for _, i in b] and all(torch.equal(x, y) for (x, _), (y, _) in zip(a, b))
     assert sum(len(i) for _, i in a) == 6
+
+
+def _noise_tree(root: Path, split: str, sizes: list[tuple[int, int]]):
+    """Images of random pixels, alternating real / fake, of the given (width, height)."""
+    rng = np.random.default_rng(0)
+    for k, (w, h) in enumerate(sizes):
+        path = root / split / ("1_fake" if k % 2 else "0_real") / f"{k}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+
+
+def test_decoded_pixels_are_kept_between_passes_and_give_the_same_items(tmp_path):
+    _noise_tree(tmp_path, "train", [(16, 16)] * 3)
+    transform = build_transform("train", 12)
+    plain = LabeledImages.from_split(tmp_path, "train", transform)
+    decoded = DecodedImages()
+    cached = LabeledImages.from_split(tmp_path, "train", transform, decoded=decoded)
+    for _ in range(2):  # the first pass decodes, the second reads the kept pixels
+        for i in range(3):
+            for seed in (0, 1):  # the random crop and flip of an item's own seed
+                assert torch.equal(cached[(i, seed)][0], plain[(i, seed)][0])
+    assert len(decoded.kept) == 3 and decoded.kept_bytes == 3 * 16 * 16 * 3
+    path = plain.samples[0].path
+    assert torch.equal(decoded.get(path), torch.from_numpy(np.array(load_rgb(path))).permute(2, 0, 1))
+
+
+def test_decoded_pixels_beyond_the_budget_are_decoded_each_time(tmp_path):
+    _noise_tree(tmp_path, "val", [(16, 16)] * 3)
+    decoded = DecodedImages(max_bytes=16 * 16 * 3)
+    ds = LabeledImages.from_split(tmp_path, "val", build_transform("val", 16), decoded=decoded)
+    first = [ds[i][0] for i in range(3)]
+    assert len(decoded.kept) == 1
+    assert all(torch.equal(a, ds[i][0]) for i, a in enumerate(first))
+
+
+@pytest.mark.parametrize("sizes, mode, crop, options, repeats", [
+    ([(16, 16)] * 3, "train", 16, {}, True),  # the crop takes the whole image: only the flip is random
+    ([(16, 16)] * 3, "train", 12, {}, False),  # a random 12-px window of 16
+    ([(16, 16), (20, 16)], "train", 16, {}, False),  # one image is wider than the crop
+    ([(16, 16), (20, 16)], "train", 12, {"load_size": 12}, True),  # resized to the crop first
+    ([(16, 16)] * 3, "train", 16, {"blur_prob": 0.5}, False),
+    ([(16, 16)] * 3, "train", 16, {"jpeg_prob": 0.5}, False),
+    ([(16, 16), (20, 16)], "val", 12, {}, True),  # centre crop: the same tensor every time
+])
+def test_inputs_repeat_only_when_nothing_but_the_flip_is_random(tmp_path, sizes, mode, crop, options, repeats):
+    split = "train" if mode == "train" else "val"
+    _noise_tree(tmp_path, split, sizes)
+    ds = LabeledImages.from_split(tmp_path, split, build_transform(mode, crop, **options))
+    assert ds.inputs_repeat() is repeats
+    if repeats:  # what it promises: at most two tensors per image over many passes
+        for i in range(len(sizes)):
+            assert len({ds[(i, seed)][0].numpy().tobytes() for seed in range(8)}) <= 2

@@ -9,7 +9,7 @@ from ladeda.core.errors import LadedaError
 from ladeda.models import LaDeDa9, TinyLaDeDa
 from ladeda.core.runtime import seed_everything
 from ladeda.training.finetune import freeze_for_finetuning
-from ladeda.training.fit import EarlyStopping, FitConfig, fit
+from ladeda.training.fit import EarlyStopping, FitConfig, bce_step, fit
 
 from conftest import pattern_loaders
 
@@ -275,3 +275,27 @@ def test_epoch_metrics_hook_adds_to_the_row_from_the_validated_model_and_is_repl
     assert result.resumed_from == 1 and len(seen) == 1, "replayed epochs are not recomputed"
     assert [r["extra_metric"] for r in rows] == [10.0, 20.0]
     assert [r["extra_metric"] for r in result.history] == [10.0, 20.0]
+
+
+def test_cpu_training_runs_channels_last_and_hands_back_the_default_layout(loaders, tmp_path):
+    """On the CPU the batches and conv weights are channels-last while training (oneDNN's faster layout); the
+    model comes back, and its checkpoint is written, in torch's default layout so it loads anywhere as before."""
+    from ladeda.models.checkpoints import checkpoint_on_best, read_checkpoint
+
+    train, val = loaders
+    torch.manual_seed(0)
+    model, seen = TinyLaDeDa("right_diag"), []
+
+    def step(m, x, y):
+        seen.append((x.is_contiguous(memory_format=torch.channels_last),
+                     m.conv2.weight.is_contiguous(memory_format=torch.channels_last)))
+        return bce_step(m, x, y)
+
+    best = tmp_path / "best.pt"
+    fit(model, train, val, FitConfig(epochs=1, lr=1e-2), step_fn=step, on_best=checkpoint_on_best(best, 32, {}))
+    assert seen and all(x and w for x, w in seen)
+    four_d = {k: v for k, v in model.state_dict().items() if v.dim() == 4}
+    assert all(v.is_contiguous() for v in four_d.values()) and not model.conv2.weight.is_contiguous(
+        memory_format=torch.channels_last)
+    saved = read_checkpoint(best)["state_dict"]
+    assert all(saved[k].is_contiguous() for k in four_d)

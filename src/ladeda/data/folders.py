@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ladeda.data.decoded import DecodedImages
 from ladeda.data.images import IMAGE_EXTENSIONS, is_image, load_rgb
 from ladeda.core.errors import LadedaError
 
@@ -236,19 +237,20 @@ class LabeledImages(Dataset):
     them out. A file that breaks during training is a hard error rather than a silently smaller epoch.)
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: "ImageTransform"):
+    def __init__(self, samples: Sequence[Sample], transform: "ImageTransform", decoded: DecodedImages | None = None):
         self.samples = list(samples)
         self.transform = transform
+        self.decoded = decoded  # decoded pixels kept between passes (None: decode every time)
         self.scan: SplitScan | None = None
 
     @classmethod
     def from_split(cls, root: str | os.PathLike, split: str, transform: "ImageTransform",
-                   exclude: Iterable[str] = ()) -> "LabeledImages":
+                   exclude: Iterable[str] = (), decoded: DecodedImages | None = None) -> "LabeledImages":
         """The dataset of `{root}/{split}`; `.scan` keeps the skipped-file counts for reporting."""
         scan = scan_split(root, split, exclude)
         if not scan.samples:
             raise LadedaError(f"{Path(root) / split}: no labelled images found; {LAYOUT_HELP}")
-        ds = cls(scan.samples, transform)
+        ds = cls(scan.samples, transform, decoded)
         ds.scan = scan
         return ds
 
@@ -263,7 +265,8 @@ class LabeledImages(Dataset):
                 torch.default_generator.manual_seed(seed)  # not torch.manual_seed: it also seeds every GPU, unrestored
                 return self[index]
         sample = self.samples[index]
-        return self.transform(load_rgb(sample.path)), sample.label, index
+        image = self.decoded.get(sample.path) if self.decoded is not None else load_rgb(sample.path)
+        return self.transform(image), sample.label, index
 
     @property
     def labels(self) -> list[int]:
@@ -275,6 +278,12 @@ class LabeledImages(Dataset):
         if fixed is not None:
             return [fixed] * len(self.samples)
         return [self.transform.output_size(*image_size(s.path)) for s in self.samples]
+
+
+    def inputs_repeat(self) -> bool:
+        """Whether every item is one of at most two tensors on every pass (the image or its mirror), so work
+        done on an item's tensor can be reused (reads file headers only when the transform needs them)."""
+        return self.transform.repeats(image_size(s.path) for s in self.samples)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

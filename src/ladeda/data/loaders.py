@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 
 from ladeda.core.params import DataParams
+from ladeda.data.decoded import DECODED_BYTES, DecodedImages
 from ladeda.data.folders import LabeledImages
 from ladeda.data.transforms import build_transform
 
@@ -157,13 +158,15 @@ def split_loader(data: DataParams, root: str, split: str, batch_size: int, seed:
     """Loader of `{root}/{split}` with the split's transform (train: crop+flip, shuffled; val/test: fixed).
 
     `exclude`: paths relative to `root` to leave out (the files the data check found unreadable);
-    the printed split summary counts them. `num_workers`, `pin_memory`, `shard`: see `Runtime.loader_options`.
+    the printed split summary counts them. Decoded pixels are kept between epochs (`data.decoded`).
+    `num_workers`, `pin_memory`, `shard`: see `Runtime.loader_options`.
     """
     mode = "train" if split == "train" else ("val" if split == "val" else "test")
     transform = build_transform(mode, data.crop_size, data.load_size, even=True, blur_prob=data.blur_prob,
                                 blur_sigma=data.blur_sigma, jpeg_prob=data.jpeg_prob,
                                 jpeg_quality=data.jpeg_quality)
-    dataset = LabeledImages.from_split(root, split, transform, exclude)
+    decoded = DecodedImages(DECODED_BYTES // max(1, num_workers))  # each worker process keeps its own
+    dataset = LabeledImages.from_split(root, split, transform, exclude, decoded)
     print(f"{root}: {dataset.scan.summary()}")
     return make_loader(dataset, batch_size, shuffle=mode == "train", seed=seed, num_workers=num_workers,
                        pin_memory=pin_memory, shard=shard)

@@ -17,7 +17,7 @@ the data check warns about such images. Random choices use torch's global RNG, s
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -39,9 +39,11 @@ class EvenCrop(torch.nn.Module):
 class ImageTransform:
     """A built transform: callable PIL image -> (3, H, W) tensor, and the output size it gives a W x H image."""
 
-    def __init__(self, mode: str, pipeline: Callable, crop_size: int, load_size: int | None, even: bool):
+    def __init__(self, mode: str, pipeline: Callable, crop_size: int, load_size: int | None, even: bool,
+                 augmented: bool = False):
         self.mode, self.pipeline = mode, pipeline
         self.crop_size, self.load_size, self.even = crop_size, load_size, even
+        self.augmented = augmented  # random blur or JPEG (train only)
 
     def __call__(self, img) -> torch.Tensor:
         return self.pipeline(img).as_subclass(torch.Tensor)  # a plain tensor, not a tv_tensors.Image
@@ -54,6 +56,18 @@ class ImageTransform:
         if self.load_size is not None:
             return (self.load_size, self.load_size)
         return None
+
+    def repeats(self, image_sizes: Iterable[tuple[int, int]]) -> bool:
+        """Whether images of these (width, height) give the same tensor on every pass, or its mirror (train's
+        flip): always for val and test; for train when no blur / JPEG is drawn and the crop takes the whole
+        (resized) image. `image_sizes` is read lazily, up to the first misfit, and only when sizes matter."""
+        if self.mode != "train":
+            return True
+        if self.augmented:
+            return False
+        if self.load_size is not None:
+            return self.load_size == self.crop_size
+        return all(tuple(size) == (self.crop_size, self.crop_size) for size in image_sizes)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """(H, W) of the tensor this transform makes from a `width` x `height` image."""
@@ -88,7 +102,8 @@ def build_transform(mode: str, crop_size: int, load_size: int | None = None, eve
     elif even:
         steps.append(EvenCrop())
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    return ImageTransform(mode, v2.Compose(steps), crop_size, load_size, even)
+    augmented = mode == "train" and (blur_prob > 0 or jpeg_prob > 0)
+    return ImageTransform(mode, v2.Compose(steps), crop_size, load_size, even, augmented)
 
 
 def normalize_arrays(arrays: Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:

@@ -13,7 +13,7 @@ from torch import nn
 
 from ladeda.core.errors import LadedaError
 from ladeda.distillation.targets import check_target, distill_term
-from ladeda.models.fastpath import optimize_for_inference
+from ladeda.distillation.teacher_maps import TeacherMaps, as_teacher_maps
 
 ALIGN_KERNEL = 3
 ALIGN_STRIDE = 4  # teacher stride 8 / student stride 2
@@ -57,32 +57,21 @@ def distill_loss(student_map: torch.Tensor, teacher_map: torch.Tensor | None, la
     return total, terms
 
 
-def freeze_teacher(teacher: nn.Module) -> nn.Module:
-    """Eval mode and no gradients: the teacher only provides patch maps."""
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
-
-
-def make_distill_step(teacher: nn.Module | None, alpha_task: float, alpha_distill: float, *, target: str,
-                      scale: float | None = None):
+def make_distill_step(teacher: nn.Module | TeacherMaps | None, alpha_task: float, alpha_distill: float, *,
+                      target: str, scale: float | None = None):
     """A `fit` step: teacher patch maps under no_grad, student trained on the combined loss in `target` space.
 
     The maps come from an inference copy of the frozen teacher (BatchNorm folded, channels-last: same
-    maps to float tolerance, about twice as fast on a CPU); the teacher itself is left untouched.
-    With `teacher=None` (distillation skipped) the student trains on BCE alone. A bad target or scale
-    fails here, before training starts.
+    maps to float tolerance, about twice as fast on a CPU); the teacher itself is left untouched. Pass a
+    `TeacherMaps` to share one (and its cache of maps) between steps. With `teacher=None` (distillation
+    skipped) the student trains on BCE alone. A bad target or scale fails here, before training starts.
     """
     if teacher is not None:
         check_target(target, scale)
-    fast_teacher = optimize_for_inference(freeze_teacher(teacher)) if teacher is not None else None
+    teacher_maps = as_teacher_maps(teacher) if teacher is not None else None
 
     def step(student: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        teacher_map = None
-        if fast_teacher is not None:
-            with torch.no_grad():
-                teacher_map = fast_teacher.patch_map(x)
+        teacher_map = teacher_maps(x) if teacher_maps is not None else None
         total, terms = distill_loss(student.patch_map(x), teacher_map, y, alpha_task, alpha_distill,
                                     target=target, scale=scale)
         return total, terms

@@ -10,6 +10,7 @@ from torch import nn
 
 from ladeda.distillation.loss import make_distill_step
 from ladeda.distillation.monitor import DistillMonitor
+from ladeda.distillation.teacher_maps import TeacherMaps
 from ladeda.core.errors import LadedaError
 from ladeda.core.params import StudentParams
 from ladeda.core.runtime import CPU, Runtime
@@ -49,7 +50,7 @@ def train_student(student: nn.Module, teacher: nn.Module | None, phases: list[Ph
                   on_best: Callable[[nn.Module, int, dict], None] | None = None,
                   log_epoch: Callable[[dict], None] | None = None, resume_dir: str | None = None,
                   extra: dict | None = None, on_epoch_end: Callable[[int], None] | None = None,
-                  runtime: Runtime = CPU) -> list[tuple[Phase, FitResult]]:
+                  teacher_maps: TeacherMaps | None = None, runtime: Runtime = CPU) -> list[tuple[Phase, FitResult]]:
     """Run the phases in order with the shared fit loop; the student carries over from phase to phase.
 
     Epochs are numbered across phases for logging and `on_best` fires on a new best validation AUC
@@ -57,11 +58,14 @@ def train_student(student: nn.Module, teacher: nn.Module | None, phases: list[Ph
     files are kept until the whole schedule has finished, so an interrupted stage 2 does not redo stage 1.
     The distillation term is compared in `target` space (`scale`: the teacher sigma for `standardized`, see
     `targets.target_scale`). With a teacher, every epoch row also has the loss shares and the validation
-    patch agreement (`monitor`); the teacher's validation maps are computed once for all phases.
+    patch agreement (`monitor`); the teacher's validation maps are computed once for all phases. The training
+    maps come from `teacher_maps` when given (one `TeacherMaps` of `teacher`, e.g. the cached one the teacher
+    scale was measured with), else from an uncached one; every phase shares it.
     """
     results: list[tuple[Phase, FitResult]] = []
     if teacher is not None:
-        teacher.to(runtime.device)  # before the step function takes its inference copy
+        teacher.to(runtime.device)
+        teacher_maps = teacher_maps or TeacherMaps(teacher, runtime.device)
     monitor = DistillMonitor(teacher, val_loader, runtime) if teacher is not None else None
     offset, overall_best = 0, float("-inf")
     for phase in phases:
@@ -77,7 +81,7 @@ def train_student(student: nn.Module, teacher: nn.Module | None, phases: list[Ph
 
         config = replace(FitConfig.from_section(s, seed, phase=phase.__dict__, target=target, scale=scale,
                                                 **(extra or {})), epochs=phase.epochs, lr=phase.lr)
-        step = make_distill_step(teacher, phase.alpha_task, phase.alpha_distill, target=target, scale=scale)
+        step = make_distill_step(teacher_maps if teacher is not None else None, phase.alpha_task, phase.alpha_distill, target=target, scale=scale)
         result = fit(student, train_loader, val_loader, config, step_fn=step, on_best=best, log_epoch=log,
                      epoch_metrics=monitor.for_phase(phase.alpha_task, phase.alpha_distill) if monitor else None,
                      last_path=f"{resume_dir}/{phase.name}.pt" if resume_dir else None,

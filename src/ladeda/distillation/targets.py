@@ -23,7 +23,7 @@ from ladeda.core.errors import LadedaError
 from ladeda.core.params import DistillTarget
 from ladeda.core.runtime import seed_everything
 from ladeda.data.loaders import reseed_loader
-from ladeda.models.fastpath import optimize_for_inference
+from ladeda.distillation.teacher_maps import TeacherMaps, as_teacher_maps
 
 TARGETS: tuple[str, ...] = get_args(DistillTarget)  # the values params.yaml's `distill.target` takes
 
@@ -49,19 +49,21 @@ def distill_term(aligned: torch.Tensor, teacher_map: torch.Tensor, target: str, 
 
 
 @torch.no_grad()
-def measure_scale(teacher: nn.Module, loader: Iterable, seed: int, device: str | torch.device = "cpu") -> float:
+def measure_scale(teacher: nn.Module | TeacherMaps, loader: Iterable, seed: int, device: str | torch.device = "cpu") -> float:
     """Standard deviation of all the frozen teacher's patch logits over one pass of `loader` (the training split).
 
     The pass is reproducible: the RNGs and the loader's shuffling generator are reseeded from `seed` first
     (random crops and flips draw from them; `fit` reseeds everything again per epoch). The maps come from the
-    teacher's inference copy (BatchNorm folded), summed per batch in float64, so no map is kept; under several processes the ranks' sums are combined. A scale of 0 or not finite is a LadedaError.
+    teacher's inference copy (BatchNorm folded; a `TeacherMaps` keeps them for the training that follows),
+    summed per batch in float64; under several processes the ranks' sums are combined. A scale of 0 or not
+    finite is a LadedaError.
     """
-    fast = optimize_for_inference(teacher)  # an eval-only copy: the teacher itself is left untouched
+    maps = as_teacher_maps(teacher)
     seed_everything(seed)
     reseed_loader(loader, seed)
     count, total, squares, low, high = 0, 0.0, 0.0, math.inf, -math.inf
     for x, _, _ in tqdm(loader, desc="teacher scale", leave=False, dynamic_ncols=True):
-        values = fast.patch_map(x.to(device)).double()
+        values = maps(x.to(device)).double()
         count += values.numel()
         total, squares = total + float(values.sum()), squares + float((values ** 2).sum())
         low, high = min(low, float(values.min())), max(high, float(values.max()))
@@ -77,7 +79,7 @@ def measure_scale(teacher: nn.Module, loader: Iterable, seed: int, device: str |
     return scale
 
 
-def target_scale(target: str, teacher: nn.Module | None, loader: Iterable, seed: int,
+def target_scale(target: str, teacher: nn.Module | TeacherMaps | None, loader: Iterable, seed: int,
                  device: str | torch.device = "cpu") -> float | None:
     """The scale `target` needs: the measured teacher sigma for `standardized` with a teacher, else None."""
     check_target(target, 1.0)

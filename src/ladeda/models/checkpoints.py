@@ -51,7 +51,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, image_size: in
         **model_meta(model),
         "image_size": image_size,
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},  # default layout
         "params": params or {},
         "metrics": metrics or {},
         "provenance": provenance(),

@@ -135,15 +135,16 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
     With `config.ema` > 0 the validation, `on_best` and the returned model use the moving average of the
     weights (BatchNorm statistics included) instead of the last step's, which carries the noise of the
     last few batches.
-    `runtime` says where the model trains (it is moved there) and the autocast precision (fp16 with loss
-    scaling); validation metrics are computed from fp32 logits, checkpoints hold CPU tensors.
+    `runtime` says where the model trains (it is moved there, in `runtime.memory_format`: channels-last on
+    the CPU) and the autocast precision (fp16 with loss scaling); validation metrics are computed from fp32
+    logits, checkpoints hold CPU tensors.
     Under several processes (`runtime.world_size` > 1, loaders sharded by `runtime.loader_options`) the step
     runs through DDP, the epoch's means, the divergence check and the validation scores cover all ranks,
     BatchNorm statistics are rank 0's, and only rank 0 calls `on_best` / `log_epoch` and writes `last_path`;
     every rank resumes from the same file.
     """
-    device = runtime.device
-    model.to(device)
+    device, layout = runtime.device, runtime.memory_format
+    model.to(device, memory_format=layout)
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
         raise LadedaError(f"{desc}: nothing to train (every parameter is frozen)")
@@ -202,7 +203,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
         bar = tqdm(train_loader, desc=f"{desc} {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
         for step, (x, y, _) in enumerate(bar):
             runtime.share_threads()
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = x.to(device, non_blocking=True, memory_format=layout), y.to(device, non_blocking=True)
             with runtime.autocast():
                 loss, terms = step_fn(trained, x, y)
             value = loss.item()
@@ -261,6 +262,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, config: 
         last_path.unlink(missing_ok=True)
     if averaged:  # the model leaves as what was validated (a next phase continues from the average)
         model.load_state_dict(evaluated.state_dict())
+    model.to(memory_format=torch.contiguous_format)  # and in torch's default layout
     return FitResult(stopper.best, stopper.best_epoch, epoch, history, stopped_early and epoch < config.epochs,
                      start_epoch, time.perf_counter() - t0)
 
