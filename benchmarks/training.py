@@ -92,7 +92,8 @@ def main() -> None:
     print(f"machine: {machine_description()}; torch {torch.__version__}; {args.size}x{args.size} crops")
     if not torch.cuda.is_available():
         print("no CUDA GPU here: CPU rows only")
-    print(f"| device | precision | threads | layout | LaDeDa9 w{w} fine-tuning img/s | Tiny-LaDeDa distillation img/s |")
+    print(f"| device | precision | threads | layout | LaDeDa9 w{w} fine-tuning img/s | "
+          "Tiny-LaDeDa distillation img/s |")
     print("| --- | --- | --- | --- | --- | --- |")
     for device, precision, threads, layout in rows:
         torch.set_num_threads(threads)

@@ -27,7 +27,7 @@ def main() -> None:
     rt = setup_runtime(p.runtime, data_parallel=True)  # nproc > 1: one process per rank
     out = p.paths.finetuned
     diagnosis = read_metrics("diagnose")
-    decision = finetune_decision(p.finetune.policy, diagnosis["band"])
+    decision = finetune_decision(p.finetune.policy, diagnosis["band"], diagnosis.get("margins", {}).get("good"))
     print(f"finetune_teacher: {decision.reason}")
     model = load_pretrained_teacher(p)
     used = {"teacher": p.teacher.model_dump(), "finetune": p.finetune.model_dump(), "data": p.data.model_dump(),

@@ -11,7 +11,7 @@ from ladeda.distillation.loss import align, distill_loss, make_distill_step
 from ladeda.distillation.monitor import loss_shares
 from ladeda.distillation.targets import TARGETS, measure_scale, target_scale
 from ladeda.core.errors import LadedaError
-from ladeda.pipeline.gates import diagnose_band, distill_recommendation, finetune_decision
+from ladeda.pipeline.gates import diagnose_band, distill_recommendation, finetune_decision, threshold_margins
 from ladeda.models import LaDeDa9, TinyLaDeDa
 from ladeda.core.params import params_from_dict
 from ladeda.distillation.schedule import plan_schedule, train_student
@@ -116,6 +116,20 @@ def test_diagnose_bands(auc, band):
 def test_finetune_policy(policy, band, finetune):
     decision = finetune_decision(policy, band)
     assert decision.finetune is finetune and band in decision.reason
+
+
+def test_auto_keeps_the_pretrained_teacher_only_when_it_is_clearly_good():
+    """A `good` band whose interval straddles diagnose.good is within the noise: auto fine-tunes."""
+    def margin(auc, se=0.027):
+        return threshold_margins({"auc": auc, "auc_se": se, "auc_ci_low": auc - 1.96 * se,
+                                  "auc_ci_high": auc + 1.96 * se}, {"good": 0.65})["good"]
+
+    near = finetune_decision("auto", "good", margin(0.667))
+    assert near.finetune and "straddles diagnose.good 0.65" in near.reason
+    clear = finetune_decision("auto", "good", margin(0.75))
+    assert not clear.finetune and "kept" in clear.reason
+    assert not finetune_decision("never", "good", margin(0.667)).finetune, "never still overrides"
+    assert finetune_decision("auto", "marginal", margin(0.64)).finetune
 
 
 @pytest.mark.parametrize("auc,rec", [(0.8, "ready"), (0.65, "ready"), (0.6, "limited"), (0.55, "limited"),

@@ -169,8 +169,7 @@ class Runtime:
     @property
     def memory_format(self) -> torch.memory_format:
         """How training lays out images, activations and conv weights: channels-last on the CPU, where oneDNN
-        trains LaDeDa9 about 25% and Tiny-LaDeDa about 35% faster that way (README, Decisions); torch's
-        default layout elsewhere."""
+        trains both models faster that way (README, Decisions); torch's default layout elsewhere."""
         return torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
 
     def autocast(self):

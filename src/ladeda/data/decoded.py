@@ -15,7 +15,7 @@ from torchvision.transforms.v2 import functional as F
 
 from ladeda.data.images import load_rgb
 
-DECODED_BYTES = 1 << 30  # decoded pixels kept per process at most (the default's 2,300 images: 28 MB)
+DECODED_BYTES = 1 << 30  # decoded pixels kept per loader at most (the default's largest split: 15 MB)
 
 
 class DecodedImages:

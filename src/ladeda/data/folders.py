@@ -279,7 +279,6 @@ class LabeledImages(Dataset):
             return [fixed] * len(self.samples)
         return [self.transform.output_size(*image_size(s.path)) for s in self.samples]
 
-
     def inputs_repeat(self) -> bool:
         """Whether every item is one of at most two tensors on every pass (the image or its mirror), so work
         done on an item's tensor can be reused (reads file headers only when the transform needs them)."""

@@ -49,7 +49,8 @@ def distill_term(aligned: torch.Tensor, teacher_map: torch.Tensor, target: str, 
 
 
 @torch.no_grad()
-def measure_scale(teacher: nn.Module | TeacherMaps, loader: Iterable, seed: int, device: str | torch.device = "cpu") -> float:
+def measure_scale(teacher: nn.Module | TeacherMaps, loader: Iterable, seed: int,
+                  device: str | torch.device = "cpu") -> float:
     """Standard deviation of all the frozen teacher's patch logits over one pass of `loader` (the training split).
 
     The pass is reproducible: the RNGs and the loader's shuffling generator are reseeded from `seed` first

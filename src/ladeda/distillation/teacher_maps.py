@@ -55,7 +55,8 @@ class TeacherMaps:
             return self.fast.patch_map(x)
         maps = []
         for image in x:
-            key = _content_key(image)
+            image = image.contiguous()  # default layout: what the key hashes, and a copy of a channels-last batch's
+            key = _content_key(image)   # slice, so the teacher never reads an image at an offset inside a batch
             m = self.kept.get(key)
             if m is None:
                 m = self.fast.patch_map(image[None])[0]

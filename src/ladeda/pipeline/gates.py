@@ -35,8 +35,14 @@ class FinetuneDecision:
     reason: str
 
 
-def finetune_decision(policy: str, band: str) -> FinetuneDecision:
-    """Policy `always`/`never` override; `auto` fine-tunes unless the diagnose band is `good`."""
+def finetune_decision(policy: str, band: str, good_margin: dict | None = None) -> FinetuneDecision:
+    """Policy `always`/`never` override; `auto` fine-tunes unless the diagnose band is `good` and clearly so.
+
+    `good_margin` is the diagnose AUC's margin to `diagnose.good` (`threshold_margins`): when its 95% interval
+    straddles the threshold, the band is `good` only within the noise of the validation split (another CPU
+    or data seed reads it `marginal`), so `auto` fine-tunes; keeping the pretrained teacher needs an
+    interval wholly above `good`. Without an interval (`None`: a class with one image) the band decides.
+    """
     if band not in BANDS:
         raise LadedaError(f"diagnose band must be one of {', '.join(BANDS)}, got {band!r}")
     if policy == "always":
@@ -45,6 +51,9 @@ def finetune_decision(policy: str, band: str) -> FinetuneDecision:
         return FinetuneDecision(False, f"finetune.policy is never (diagnose band: {band})")
     if policy != "auto":
         raise LadedaError(f"finetune.policy must be auto, always or never, got {policy!r}")
+    if band == "good" and good_margin is not None and not good_margin["clear"]:
+        return FinetuneDecision(True, f"diagnose band is good, but its 95% interval straddles diagnose.good "
+                                      f"{good_margin['threshold']:g}: within the noise, fine-tuning the teacher")
     if band == "good":
         return FinetuneDecision(False, "diagnose band is good: the pretrained teacher is kept")
     return FinetuneDecision(True, f"diagnose band is {band}: fine-tuning the teacher")
