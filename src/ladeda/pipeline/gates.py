@@ -21,7 +21,8 @@ def diagnose_band(auc: float, good: float = 0.65, bad: float = 0.55) -> str:
 
 
 BAND_WORDS = {
-    "good": "the pretrained teacher already works on this data: fine-tuning is not needed",
+    "good": "the pretrained teacher already works on this data: fine-tuning is not needed unless its interval "
+            "straddles diagnose.good",
     "marginal": "the pretrained teacher is marginal on this data: fine-tuning is worth trying",
     "bad": "the pretrained teacher fails on this data: it must be fine-tuned",
 }
