@@ -41,7 +41,7 @@ def main() -> None:
     student = TinyLaDeDa(p.student.preprocess, p.student.npr_scale)
     set_bn_momentum(student, p.student.bn_momentum)
     train = checked_loader(p, "train", p.student.batch_size, rt)
-    maps = TeacherMaps(teacher, rt.device, cache=train.dataset.inputs_repeat()) if distill else None
+    maps = TeacherMaps(teacher, cache=train.dataset.inputs_repeat()) if distill else None  # teacher on rt.device
     scale = target_scale(p.distill.target, maps, train, p.seed, rt.device)
     target = {"target": p.distill.target, "scale": scale}  # recorded in both checkpoints
     if scale is not None:

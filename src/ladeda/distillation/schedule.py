@@ -65,7 +65,7 @@ def train_student(student: nn.Module, teacher: nn.Module | None, phases: list[Ph
     results: list[tuple[Phase, FitResult]] = []
     if teacher is not None:
         teacher.to(runtime.device)
-        teacher_maps = teacher_maps or TeacherMaps(teacher, runtime.device)
+    teacher_maps = (teacher_maps or TeacherMaps(teacher)) if teacher is not None else None
     monitor = DistillMonitor(teacher, val_loader, runtime) if teacher is not None else None
     offset, overall_best = 0, float("-inf")
     for phase in phases:
@@ -81,8 +81,7 @@ def train_student(student: nn.Module, teacher: nn.Module | None, phases: list[Ph
 
         config = replace(FitConfig.from_section(s, seed, phase=phase.__dict__, target=target, scale=scale,
                                                 **(extra or {})), epochs=phase.epochs, lr=phase.lr)
-        step = make_distill_step(teacher_maps if teacher is not None else None, phase.alpha_task,
-                                 phase.alpha_distill, target=target, scale=scale)
+        step = make_distill_step(teacher_maps, phase.alpha_task, phase.alpha_distill, target=target, scale=scale)
         result = fit(student, train_loader, val_loader, config, step_fn=step, on_best=best, log_epoch=log,
                      epoch_metrics=monitor.for_phase(phase.alpha_task, phase.alpha_distill) if monitor else None,
                      last_path=f"{resume_dir}/{phase.name}.pt" if resume_dir else None,

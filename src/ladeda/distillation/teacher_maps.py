@@ -28,21 +28,18 @@ ENTRY_OVERHEAD = 256  # bytes per kept map beyond its values (key, tensor object
 
 
 class TeacherMaps:
-    """Callable (B, 3, H, W) batch -> the teacher's (B, 1, h, w) patch maps, from its inference copy (no grad).
+    """Callable (B, 3, H, W) batch -> the teacher's (B, 1, h, w) patch maps, from its inference copy (no grad),
+    on the device the teacher is on.
 
     `cache=True` (CPU only; ignored on a GPU, where the teacher is cheap and hashing would cost a copy)
     computes each image alone and keeps its map under a hash of the image's bytes, up to `max_bytes`.
     `computed` / `reused` count the maps made and those taken from the cache.
     """
 
-    def __init__(self, teacher: nn.Module, device: str | torch.device | None = None, *, cache: bool = False,
-                 max_bytes: int = CACHE_BYTES):
-        if device is not None:
-            teacher.to(device)
+    def __init__(self, teacher: nn.Module, *, cache: bool = False, max_bytes: int = CACHE_BYTES):
         freeze_teacher(teacher)
-        self.fast = optimize_for_inference(teacher)  # an eval-only copy: the teacher's weights are left untouched
-        device = next(self.fast.parameters()).device
-        self.cache = cache and device.type == "cpu"
+        self.fast = optimize_for_inference(teacher)  # an eval-only copy on the teacher's device; weights untouched
+        self.cache = cache and next(self.fast.parameters()).device.type == "cpu"
         self.max_bytes = max_bytes
         self.kept: dict[bytes, torch.Tensor] = {}
         self.kept_bytes = 0
@@ -92,8 +89,8 @@ def freeze_teacher(teacher: nn.Module) -> nn.Module:
 
 
 def _content_key(image: torch.Tensor) -> bytes:
-    """A 16-byte digest of one image tensor's shape, dtype and values."""
+    """A 16-byte digest of one CPU image tensor's shape, dtype and values."""
     h = hashlib.blake2b(digest_size=16)
     h.update(repr((tuple(image.shape), str(image.dtype))).encode())
-    h.update(image.detach().cpu().contiguous().view(torch.uint8).numpy().data)  # any dtype, bf16 too
+    h.update(image.contiguous().view(torch.uint8).numpy().data)  # any dtype, bf16 too
     return h.digest()
