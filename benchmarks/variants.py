@@ -23,6 +23,7 @@ runs `dvc repro` in the same clone, so only the stages it changes rerun; one mat
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -52,7 +53,7 @@ DECISIONS = ("finetuned", "recommendation")  # what the gates do; the diagnose b
 
 def set_params(params_file: Path, base: dict, changes: dict[str, object]) -> None:
     """Write `base` with the dotted-key `changes` applied to params.yaml."""
-    params = json.loads(json.dumps(base))
+    params = copy.deepcopy(base)
     for key, value in changes.items():
         *parents, leaf = key.split(".")
         section = params
@@ -165,14 +166,17 @@ def main() -> None:
     ap.add_argument("--until", default="report", help="the last stage to run (default: the whole pipeline)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = ap.parse_args()
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())
+
     def parse(items: list[str], flag: str) -> dict[str, object]:
+        """Dotted KEY=VALUE items -> {key: YAML value}; a key params.yaml lacks is an argparse error."""
         changes = {}
         for item in items:
             key, sep, value = item.partition("=")
             if not sep:
                 ap.error(f"{flag} {item}: use KEY=VALUE, e.g. finetune.ema=0.99")
             changes[key] = yaml.safe_load(value)
-            section = yaml.safe_load((ROOT / "params.yaml").read_text())
+            section = committed
             for name in key.split("."):
                 if not isinstance(section, dict) or name not in section:
                     ap.error(f"{flag} {item}: params.yaml has no key `{key}`")
