@@ -113,9 +113,9 @@ def run_one(seed: int, variant: str, workdir: Path, overrides: dict[str, object]
 def markdown(rows: list[dict]) -> str:
     """The matrix and, per seed, whether every variant decided alike and how far each AUC spread; one of each
     per candidate recipe."""
-    names = list(dict.fromkeys(r.get("candidate", "committed") for r in rows))
+    names = list(dict.fromkeys(r["candidate"] for r in rows))
     if len(names) > 1:
-        return "\n\n".join(f"**{name}**\n\n" + markdown([r for r in rows if r.get("candidate", "committed") == name])
+        return "\n\n".join(f"**{name}**\n\n" + markdown([r for r in rows if r["candidate"] == name])
                            for name in names)
     lines = ["| seed | variant | diagnose val AUC (band) | fine-tuned val AUC | teacher test AUC | "
              "recommendation | student test AUC |", "|---|---|---|---|---|---|---|"]
@@ -140,7 +140,7 @@ def markdown(rows: list[dict]) -> str:
 def robustness_markdown(rows: list[dict]) -> str:
     """Per degradation: teacher and student test AUC, min-max over the runs (and the median), when the runs reached
     `evaluate_robustness`."""
-    ok = [r for r in rows if r.get("robustness") and r.get("candidate", "committed") == "committed"]
+    ok = [r for r in rows if r.get("robustness") and r["candidate"] == "committed"]
     if not ok:
         return ""
     lines = [f"Robustness over {len(ok)} runs (min - max, median in brackets):", "",
