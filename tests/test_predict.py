@@ -266,3 +266,17 @@ def test_sigterm_removes_partial_csv(tiny_ckpt, tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert "Traceback" not in stderr and "terminated" in stderr
     assert not out.exists() and not list(out.parent.iterdir())
+
+
+def test_predict_metrics_with_one_image_per_class(tmp_path, tiny_ckpt, capsys):
+    """One real and one fake image: AUC is printed, its interval (undefined) reads n/a instead of a traceback."""
+    root = tmp_path / "pair"
+    _save(root / "0_real" / "a.png", 32, 32, 0)
+    _save(root / "1_fake" / "b.png", 32, 32, 1)
+    ckpt, _ = tiny_ckpt
+    summary = predict.predict(ckpt, str(root), tmp_path / "p.csv", threads=1, progress=False)
+    out = capsys.readouterr().out
+    assert "metrics on 2 labelled images (1 real, 1 fake" in out
+    assert "auc_ci_low n/a" in out and "auc_se n/a" in out
+    assert summary.metrics["auc"] in (0.0, 1.0) and summary.metrics["auc_se"] is None
+    assert len(_read(tmp_path / "p.csv")) == 2

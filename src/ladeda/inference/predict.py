@@ -245,5 +245,6 @@ def _report_metrics(labels: np.ndarray, logits: np.ndarray, scored: int) -> dict
         return None
     print(f"metrics on {metrics['n']} labelled images ({metrics['n_real']} real, {metrics['n_fake']} fake; "
           f"accuracies at p = 0.5){note}:")
-    print("  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.startswith("n")))
+    print("  " + "  ".join(f"{k} {'n/a' if v is None else f'{v:.4f}'}"  # no interval with a single image of a class
+                           for k, v in metrics.items() if not k.startswith("n")))
     return metrics
