@@ -140,7 +140,7 @@ def _one_line_error(capsys, argv):
     return errors[0]
 
 
-def test_clear_errors(folder, tiny_ckpt, tmp_path, capsys):
+def test_clear_errors(folder, tiny_ckpt, tmp_path, capsys, monkeypatch):
     root, _ = folder
     ckpt, _ = tiny_ckpt
     out = tmp_path / "p.csv"
@@ -151,6 +151,9 @@ def test_clear_errors(folder, tiny_ckpt, tmp_path, capsys):
     assert "no image files" in err
     err = _one_line_error(capsys, ["--weights", str(ckpt), "--input", str(tmp_path / "nope"), "--out", str(out)])
     assert "no such file or folder" in err
+    monkeypatch.chdir(root)  # an empty --input is refused, not read as the working folder
+    err = _one_line_error(capsys, ["--weights", str(ckpt), "--input", "", "--out", str(out)])
+    assert "--input is empty" in err and not out.exists()
     official = tmp_path / "official.pth"
     torch.save(TinyLaDeDa().state_dict(), official)
     err = _one_line_error(capsys, ["--weights", str(official), "--input", str(root), "--out", str(out)])

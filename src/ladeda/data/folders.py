@@ -139,6 +139,8 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tupl
     specs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     files: dict[str, Path] = {}
     for spec in specs:
+        if not str(spec).strip():  # Path("") is ".", which would score the whole working folder
+            raise LadedaError("--input is empty; give an image, a folder or a quoted glob such as 'photos/**/*.jpg'")
         path = Path(spec)
         if path.is_file():
             found = [path]
