@@ -45,6 +45,7 @@ def test_clean_dataset_passes_with_counts(tmp_path):
     rep = _check(_dataset(tmp_path), crop_size=16)
     assert rep["ok"] and not rep["blocking"] and not rep["warnings"]
     assert rep["splits"]["val"]["classes"] == {"real": 3, "fake": 3}
+    assert rep["splits"]["val"]["subsets"] == {}  # no subset folders: no unnamed entry (`subsets..real` in DVC)
     assert rep["splits"]["train"]["formats"]["fake"] == {"PNG": 3}
     assert rep["splits"]["test"]["sizes"]["real"]["most_common"] == [["16x16", 3]]
     assert rep["totals"]["images"] == 18

@@ -168,11 +168,12 @@ def _split_info(root: Path, scan, checks: Iterator[FileCheck], crop_size, min_si
         hashes[c.digest].append((scan.split, c.rel, c.label))
     counts = scan.counts()
     classes = {c: sum(v[c] for v in counts.values()) for c in ("real", "fake")}
+    named = {sub: c for sub, c in counts.items() if sub}  # files directly in the class folders are in `classes`
     return {
         "present": True,
         "images": len(scan.samples),
         "classes": classes,
-        "subsets": counts,
+        "subsets": named,
         "formats": {c: dict(sorted(v.items())) for c, v in formats.items()},
         "modes": {c: dict(sorted(v.items())) for c, v in modes.items()},
         "sizes": {c: _size_stats(v) for c, v in sizes.items()},
@@ -237,7 +238,7 @@ def _problems(report: dict, n_images: int, n_bad: int, max_frac: float) -> tuple
         if missing:
             blocking.append(f"{root}/{split}: only one class (no {missing[0]} images): AUC and BCE need both")
         for subset, c in info["subsets"].items():
-            if subset and (c["real"] == 0 or c["fake"] == 0):
+            if c["real"] == 0 or c["fake"] == 0:
                 warnings.append(f"{root}/{split}/{subset}: only one class, its per-subset AUC is undefined")
         bias = info.get("format_bias")
         if bias and bias["biased"]:
