@@ -87,6 +87,21 @@ def test_few_unreadable_warn_many_block(tmp_path):
         raise_on_blocking(rep)
 
 
+def test_report_names_what_the_data_check_left_out(tmp_path):
+    """metrics/report.md carries the data check: counts per split, the excluded files and every warning."""
+    from ladeda.reporting.report import data_section
+
+    _dataset(tmp_path, n=10)
+    (tmp_path / "train/1_fake/bad.png").write_bytes(b"\x89PNG broken")
+    (tmp_path / "train/notes.txt").write_text("not an image")
+    text = "\n".join(data_section(_check(tmp_path, max_unreadable_fraction=0.05)))
+    assert "| train | 21 | 10 | 11 |" in text and "| test | 20 | 10 | 10 |" in text
+    assert "Not used: 1 unreadable images (excluded from every stage), 1 non-image files." in text
+    assert "- " in text and "train/1_fake/bad.png" in text  # the unreadable-file warning, in full
+    clean = "\n".join(data_section(_check(_dataset(tmp_path / "clean"))))
+    assert "Every file found was a readable, labelled image." in clean and "raised no warnings" in clean
+
+
 def test_stages_skip_the_unreadable_files_check_data_reported(tmp_path, monkeypatch):
     """`checked_loader` (what diagnose/finetune/train_student load) reads metrics/check_data.json and leaves
     the tolerated unreadable file out, so a long run does not crash on it."""

@@ -55,6 +55,28 @@ def robustness_section(robustness: dict) -> list[str]:
     return lines + [""]
 
 
+def data_section(check: dict) -> list[str]:
+    """Markdown lines from the data check (metrics/check_data.json): images per split and class, what the
+    stages leave out (unreadable, non-image, unlabelled files) and every warning, so no caveat stays in the log."""
+    lines = ["## Data (`check_data`)", "", f"`{check['root']}`:", "", "| split | image files | real | fake |",
+             "|---|---|---|---|"]
+    for split, info in check["splits"].items():
+        if info.get("present"):
+            classes = info["classes"]
+            lines.append(f"| {split} | {info['images']:,} | {classes['real']:,} | {classes['fake']:,} |")
+    totals = check["totals"]
+    left_out = [f"{totals[key]:,} {words}" for key, words in (
+        ("unreadable", "unreadable images (excluded from every stage)"),
+        ("skipped_non_image", "non-image files"), ("unlabelled_images", "images outside a class folder"))
+        if totals.get(key)]
+    lines += ["", f"Not used: {', '.join(left_out)}." if left_out else
+              "Every file found was a readable, labelled image."]
+    warnings = check.get("warnings", [])
+    lines += ["", "Warnings of the data check:" if warnings else "The data check raised no warnings."]
+    lines += [f"- {w}" for w in warnings]
+    return lines + [""]
+
+
 def pictures_section(pictures: dict[str, str]) -> list[str]:
     """Markdown image links, one per picture (title -> path relative to the report)."""
     lines = ["## Pictures", ""]
@@ -64,9 +86,9 @@ def pictures_section(pictures: dict[str, str]) -> list[str]:
 
 
 def markdown_report(result: dict, eff: dict, robustness: dict | None = None,
-                    pictures: dict[str, str] | None = None) -> str:
+                    pictures: dict[str, str] | None = None, data_check: dict | None = None) -> str:
     """Teacher vs student on the test split: overall and per-subset metrics, agreement, efficiency, then the
-    robustness table and the pictures when given."""
+    robustness table, the data check and the pictures when given."""
     t, s = result["teacher"], result["student"]
     lines = [f"# Teacher vs student on `{result['data_root']}` (test split)", "",
              f"Teacher: `{result['teacher_weights']}` ({t['arch']}); student: Tiny-LaDeDa "
@@ -95,6 +117,8 @@ def markdown_report(result: dict, eff: dict, robustness: dict | None = None,
               f"{e['student']['images_per_s']:,.1f} | {e['speedup']:,.1f}x |", ""]
     if robustness:
         lines += robustness_section(robustness)
+    if data_check:
+        lines += data_section(data_check)
     if pictures:
         lines += pictures_section(pictures)
     return "\n".join(lines)
