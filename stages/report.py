@@ -48,7 +48,7 @@ def main() -> None:
         rows, {m: patch_geometry(model) for m, model in models.items()}, out / "heatmaps.png")
     links = {title: os.path.relpath(path, REPORT.parent) for title, path in pictures.items()}
     write_text(REPORT, markdown_report(evaluation, read_json(timings_path("evaluate_student")), robustness, links,
-                                             read_metrics("check_data")))
+                                       read_metrics("check_data")))
     write_metrics("report", {"pictures": {title: str(path) for title, path in pictures.items()},
                              "heatmap_examples": [{"subset": r.title, "label": r.label, **{
                                  f"{m}_fake_probability": r.probabilities[m] for m in MODELS}} for r in rows]})
