@@ -127,6 +127,9 @@ def _folder_id(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+INPUT_HELP = "give an image, a folder or a quoted glob such as 'photos/**/*.jpg'"
+
+
 def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[Path], Path]:
     """The image files named by `inputs` (files, folders searched recursively, or globs) and their common folder.
 
@@ -140,7 +143,7 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tupl
     files: dict[str, Path] = {}
     for spec in specs:
         if not str(spec).strip():  # Path("") is ".", which would score the whole working folder
-            raise LadedaError("--input is empty; give an image, a folder or a quoted glob such as 'photos/**/*.jpg'")
+            raise LadedaError(f"--input is empty; {INPUT_HELP}")
         path = Path(spec)
         if path.is_file():
             found = [path]
@@ -149,8 +152,7 @@ def find_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> tupl
         elif glob.has_magic(str(spec)):
             found = _glob_images(str(spec))
         else:
-            raise LadedaError(f"--input {spec}: no such file or folder; give an image, a folder or a quoted "
-                              f"glob such as 'photos/**/*.jpg'")
+            raise LadedaError(f"--input {spec}: no such file or folder; {INPUT_HELP}")
         for f in found:
             files.setdefault(os.path.join(os.path.realpath(f.parent), f.name), f)
     if not files:

@@ -71,7 +71,7 @@ def data_section(check: dict) -> list[str]:
         if totals.get(key)]
     lines += ["", f"Not used: {', '.join(left_out)}." if left_out else
               "Every file found was a readable, labelled image."]
-    warnings = check.get("warnings", [])
+    warnings = check["warnings"]
     lines += ["", "Warnings of the data check:" if warnings else "The data check raised no warnings."]
     lines += [f"- {w}" for w in warnings]
     return lines + [""]
