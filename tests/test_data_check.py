@@ -68,7 +68,8 @@ def test_duplicates_across_splits_and_conflicting_labels(tmp_path):
     assert rep["totals"]["duplicates_across_splits"] == 1
     assert rep["duplicates_across_splits"][0]["files"] == ["train:train/0_real/0.png", "test:test/0_real/dup.png"]
     assert rep["totals"]["duplicates_with_both_labels"] == 1
-    assert sum("duplicates across splits" in w or "carry both labels" in w for w in rep["warnings"]) == 2
+    assert sum("duplicates across splits (leakage): 1 group of identical files" in w
+               or "carry both labels: 1 group" in w for w in rep["warnings"]) == 2
 
 
 def test_few_unreadable_warn_many_block(tmp_path):
@@ -94,10 +95,11 @@ def test_report_names_what_the_data_check_left_out(tmp_path):
     _dataset(tmp_path, n=10)
     (tmp_path / "train/1_fake/bad.png").write_bytes(b"\x89PNG broken")
     (tmp_path / "train/notes.txt").write_text("not an image")
+    (tmp_path / "val/notes.md").write_text("not an image either")
     lines = data_section(_check(tmp_path, max_unreadable_fraction=0.05))
     text = "\n".join(lines)
     assert "| train | 21 | 10 | 11 |" in text and "| test | 20 | 10 | 10 |" in text
-    assert "Not used: 1 unreadable images (excluded from every stage), 1 non-image files." in text
+    assert "Not used: 1 unreadable image (excluded from every stage), 2 non-image files." in text
     assert any(line.startswith("- ") and "unreadable" in line and "train/1_fake/bad.png" in line
                for line in lines)  # the unreadable-file warning, as a bullet of its own
     clean = "\n".join(data_section(_check(_dataset(tmp_path / "clean"))))
@@ -189,7 +191,7 @@ def test_skipped_files_small_images_and_subset_with_one_class(tmp_path):
     assert rep["splits"]["train"]["skipped_non_image"] == 1 and rep["splits"]["train"]["unlabelled_images"] == 1
     assert rep["splits"]["test"]["smaller_than_crop"] == 1
     text = " ".join(rep["warnings"])
-    assert "1 non-image files and 1 images outside a class folder" in text
+    assert "1 non-image file and 1 image outside a class folder" in text
     assert "test/reddit: only one class" in text and "smaller than the crop" in text
 
 
@@ -259,7 +261,7 @@ def test_check_data_stage_blocks_test_images_below_the_teachers_minimum(tmp_path
     proc = _stage(tmp_path, "d")
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "1 images smaller than 10x10 pixels" in errors[0] and "small.png" in errors[0]
+    assert len(errors) == 1 and "1 image smaller than 10x10 pixels" in errors[0] and "small.png" in errors[0]
     assert _stage(tmp_path, "d", load_size=64).returncode == 0
 
 

@@ -156,6 +156,20 @@ def test_report_pictures_and_robustness_section(tmp_path):
     assert "Format bias (every test image re-saved as JPEG q96" in text
 
 
+def test_an_empty_sweep_is_left_out_of_metrics_plot_and_report(tmp_path):
+    """`robustness.jpeg_quality: []` drops the JPEG sweep: no jpeg condition, an empty plot panel, no table row."""
+    ds = write_images(tmp_path / "data", n=4)
+    models = {"teacher": HighFrequency(), "student": TinyLaDeDa("right_diag").eval()}
+    res = evaluate_robustness(models, ds, perturbations([], [0.5], [1.0], SOCIAL, 96), batch_size=8)
+    assert list(res) == ["clean", "resize_0.5", "blur_1", "social_media", "format_bias_jpeg_q96"]
+    rows = curves(res, models)
+    assert rows["jpeg"] == [] and [r["scale"] for r in rows["resize"]] == [0.5, 1.0]
+    path = robustness_curves(rows, {m: res["clean"][m]["auc"] for m in models}, tmp_path / "r.png")
+    assert np.asarray(Image.open(path)).shape[0] > 100
+    text = "\n".join(markdown_report_lines(res, {}))
+    assert "| resize_0.5 |" in text and "| jpeg_q" not in text
+
+
 def markdown_report_lines(res, pictures):
     side = {"arch": "X", "preprocess": "raw", "parameters": 10, "flops": 100,
             "test": {"overall": res["clean"]["teacher"] | {"ap": 0.5, "acc": 0.5, "balanced_acc": 0.5, "eer": 0.5,

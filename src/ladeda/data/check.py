@@ -30,6 +30,7 @@ from ladeda.data.folders import LABEL_NAMES, LAYOUT_HELP, SPLITS, Sample, scan_s
 from ladeda.data.images import to_rgb
 from ladeda.core.errors import LadedaError
 from ladeda.core.runtime import usable_cpus
+from ladeda.core.text import counted
 
 MAX_LISTED = 50  # file lists in the report are cut at this length (their full count is kept)
 SHOWN = 10  # files named in a one-line message
@@ -245,18 +246,18 @@ def _problems(report: dict, n_images: int, n_bad: int, max_frac: float) -> tuple
             warnings.append(f"{root}/{split}: file format predicts the label (real {info['formats']['real']}, "
                             f"fake {info['formats']['fake']}): a detector can learn the format, not the fakes")
         if info["smaller_than_crop"]:
-            warnings.append(f"{root}/{split}: {info['smaller_than_crop']} images smaller than the crop "
+            warnings.append(f"{root}/{split}: {counted(info['smaller_than_crop'], 'image')} smaller than the crop "
                             f"({report['crop_size']}px) will be zero-padded")
         if info["smaller_than_min_side"]:
             side = report["min_side"]
-            blocking.append(f"{root}/{split}: {info['smaller_than_min_side']} images smaller than {side}x{side} "
-                            f"pixels, the least the teacher (teacher.arch) scores at full size: "
+            blocking.append(f"{root}/{split}: {counted(info['smaller_than_min_side'], 'image')} smaller than "
+                            f"{side}x{side} pixels, the least the teacher (teacher.arch) scores at full size: "
                             f"{_listed(info['smaller_than_min_side_files'], info['smaller_than_min_side'])}; "
                             f"remove or resize them")
         skipped = info["skipped_non_image"] + info["unlabelled_images"]
         if skipped:
-            warnings.append(f"{root}/{split}: {info['skipped_non_image']} non-image files and "
-                            f"{info['unlabelled_images']} images outside a class folder are not used")
+            warnings.append(f"{root}/{split}: {counted(info['skipped_non_image'], 'non-image file')} and "
+                            f"{counted(info['unlabelled_images'], 'image')} outside a class folder are not used")
     if n_bad:
         files = [u["path"] for s in report["splits"].values() for u in s.get("unreadable", [])]
         frac = n_bad / max(n_images, 1)
@@ -266,12 +267,12 @@ def _problems(report: dict, n_images: int, n_bad: int, max_frac: float) -> tuple
     t = report["totals"]
     if t["duplicates_across_splits"]:
         ex = report["duplicates_across_splits"][0]["files"]
-        warnings.append(f"{t['duplicates_across_splits']} files are exact duplicates across splits "
-                        f"(leakage), e.g. {' = '.join(ex[:2])}")
+        warnings.append(f"exact duplicates across splits (leakage): {counted(t['duplicates_across_splits'], 'group')} "
+                        f"of identical files, e.g. {' = '.join(ex[:2])}")
     if t["duplicates_with_both_labels"]:
         ex = report["duplicates_with_both_labels"][0]["files"]
-        warnings.append(f"{t['duplicates_with_both_labels']} identical files carry both labels, "
-                        f"e.g. {' = '.join(ex[:2])}")
+        warnings.append(f"identical files that carry both labels: "
+                        f"{counted(t['duplicates_with_both_labels'], 'group')}, e.g. {' = '.join(ex[:2])}")
     return blocking, warnings
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 
 import torch
-from torchvision.transforms.v2 import functional as F
 
 from ladeda.data.images import load_rgb
 
@@ -30,7 +29,9 @@ class DecodedImages:
         key = os.fspath(path)
         pixels = self.kept.get(key)
         if pixels is None:
-            pixels = F.pil_to_tensor(load_rgb(path))
+            # imported here: torchvision takes ~1 s to import, and scanning or checking folders never decodes
+            from torchvision.transforms.v2.functional import pil_to_tensor
+            pixels = pil_to_tensor(load_rgb(path))
             if self.kept_bytes + pixels.numel() <= self.max_bytes:
                 self.kept[key] = pixels
                 self.kept_bytes += pixels.numel()

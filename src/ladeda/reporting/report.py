@@ -3,6 +3,8 @@ web degradations, efficiency, and the pictures (PNG links relative to the report
 
 from __future__ import annotations
 
+from ladeda.core.text import counted
+
 METRIC_ROWS = [("auc", "ROC-AUC"), ("ap", "AP"), ("acc", "accuracy @0.5"), ("real_acc", "real accuracy"),
                ("fake_acc", "fake accuracy"), ("balanced_acc", "balanced accuracy"), ("eer", "EER"),
                ("tpr_at_fpr_1", "TPR @ FPR 1%"), ("tpr_at_fpr_5", "TPR @ FPR 5%")]
@@ -65,9 +67,9 @@ def data_section(check: dict) -> list[str]:
             classes = info["classes"]
             lines.append(f"| {split} | {info['images']:,} | {classes['real']:,} | {classes['fake']:,} |")
     totals = check["totals"]
-    left_out = [f"{totals[key]:,} {words}" for key, words in (
-        ("unreadable", "unreadable images (excluded from every stage)"),
-        ("skipped_non_image", "non-image files"), ("unlabelled_images", "images outside a class folder"))
+    left_out = [f"{counted(totals[key], noun)}{words}" for key, noun, words in (
+        ("unreadable", "unreadable image", " (excluded from every stage)"),
+        ("skipped_non_image", "non-image file", ""), ("unlabelled_images", "image", " outside a class folder"))
         if totals.get(key)]
     lines += ["", f"Not used: {', '.join(left_out)}." if left_out else
               "Every file found was a readable, labelled image."]
