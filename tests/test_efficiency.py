@@ -57,8 +57,15 @@ def test_measure_throughput_is_positive_and_consistent():
 
 
 def test_machine_description_names_torch_and_threads():
-    text = machine_description()
-    assert torch.__version__.split("+")[0] in text and f"{torch.get_num_threads()} threads" in text
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = machine_description()
+        torch.set_num_threads(2)
+        two = machine_description()
+    finally:
+        torch.set_num_threads(before)
+    assert torch.__version__.split("+")[0] in one and one.endswith(", 1 thread") and two.endswith(", 2 threads")
 
 
 def test_cpu_model_names_family_and_model_of_the_first_cpu(tmp_path):

@@ -33,6 +33,9 @@ TINY = {
     "evaluate_teacher": {"ready": 0.0, "skip": 0.0},  # always distil, whatever the tiny teacher scores
     "evaluate": {"latency_batch": 4, "latency_repeats": 1},
     "robustness": {"jpeg_quality": [90, 40], "resize_scale": [0.5], "blur_sigma": [1.0]},
+    # a fixed thread count: with `auto` a run beside other work takes fewer threads, which changes float rounding
+    # (README, Hardware), and the rerun test below compares two runs to the last bit
+    "runtime": {"threads": 1},
 }
 REPORT = "metrics/report.md"  # teacher vs student in words, with the measured speed
 ALL_STAGES = ["prepare_data", "check_data", "pretrain_teacher", "diagnose", "finetune_teacher",

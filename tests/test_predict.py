@@ -283,3 +283,11 @@ def test_predict_metrics_with_one_image_per_class(tmp_path, tiny_ckpt, capsys):
     assert "auc_ci_low n/a" in out and "auc_se n/a" in out
     assert summary.metrics["auc"] in (0.0, 1.0) and summary.metrics["auc_se"] is None
     assert len(_read(tmp_path / "p.csv")) == 2
+
+
+def test_one_image_summary_reads_in_the_singular(tmp_path, tiny_ckpt):
+    """A single file is the commonest call: its summary says "scored 1 image", not "1 images"."""
+    _save(tmp_path / "one.png", 32, 32, 0)
+    ckpt, _ = tiny_ckpt
+    summary = predict.predict(ckpt, str(tmp_path / "one.png"), tmp_path / "p.csv", threads=1, progress=False)
+    assert summary.line(0.5).startswith("scored 1 image (") and len(_read(tmp_path / "p.csv")) == 1

@@ -23,10 +23,11 @@ def runtime_section(**overrides):
     return params_from_dict(project_params({"runtime": overrides})).runtime
 
 
-def test_auto_on_a_cpu_machine_is_fp32_without_workers(monkeypatch):
+def test_auto_on_a_cpu_machine_is_fp32_without_workers(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     rt = setup_runtime(runtime_section(device="auto", precision="auto", num_workers="auto", threads=1))
     assert rt == Runtime(torch.device("cpu"), "fp32", 0, 1)
+    assert capsys.readouterr().out == "runtime: cpu, fp32, 0 loader workers, 1 CPU thread\n"  # what the stage used
     assert torch.get_num_threads() == 1 and rt.loader_options() == {"num_workers": 0, "pin_memory": False}
 
 

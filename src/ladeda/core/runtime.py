@@ -15,6 +15,7 @@ import torch
 
 from ladeda.core import cpu_claims, distributed
 from ladeda.core.errors import LadedaError
+from ladeda.core.text import counted
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -247,7 +248,8 @@ def setup_runtime(section, data_parallel: bool = False) -> Runtime:
     rt = Runtime(device, precision, int(workers), threads, auto_threads=section.threads == "auto" and world == 1,
                  rank=rank, world_size=world)
     where = f" (rank {rank} of {world})" if world > 1 else ""
-    print(f"runtime{where}: {device}, {precision}, {rt.num_workers} loader workers, {threads} CPU threads")
+    print(f"runtime{where}: {device}, {precision}, {counted(rt.num_workers, 'loader worker')}, "
+          f"{counted(threads, 'CPU thread')}")
     return rt
 
 

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
+from ladeda.core.text import counted
+
 
 def _onednn_conv_flop(x_shape, w_shape, bias, padding, stride, dilation, groups, *, out_shape=None, **_) -> int:
     """FLOPs of `aten.mkldnn_convolution`, which the fast path calls directly (FlopCounterMode has no formula)."""
@@ -131,4 +133,4 @@ def load_average() -> str:
 def machine_description() -> str:
     """CPU model, core count, torch version and threads: what a measured speed belongs to."""
     return (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__.split('+')[0]}, "
-            f"{torch.get_num_threads()} threads")
+            f"{counted(torch.get_num_threads(), 'thread')}")

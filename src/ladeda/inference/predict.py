@@ -36,6 +36,7 @@ from tqdm import tqdm  # not tqdm.auto: it calls iter() twice (DataLoader worker
 from ladeda.core.errors import LadedaError
 from ladeda.core.files import atomic_path, check_output
 from ladeda.core.runtime import configure_threads, resolve_device
+from ladeda.core.text import counted
 from ladeda.data.folders import find_images, label_from_path
 from ladeda.data.images import load_rgb
 from ladeda.data.transforms import normalize_arrays
@@ -92,7 +93,7 @@ class Summary:
     def line(self, threshold: float) -> str:
         """The one-line summary printed at the end of a run (counts, speed, where the output went)."""
         rate = self.scored / self.seconds if self.seconds > 0 else float("nan")
-        text = (f"scored {self.scored} images ({self.fake} fake, {self.scored - self.fake} real at threshold "
+        text = (f"scored {counted(self.scored, 'image')} ({self.fake} fake, {self.scored - self.fake} real at threshold "
                 f"{threshold:g}), skipped {self.skipped} (unreadable or too small), in {self.seconds:.1f} s "
                 f"({rate:.1f} img/s on {self.device}); wrote {self.out}")
         return text + (f" and heatmaps under {self.heatmaps}" if self.heatmaps else "")
