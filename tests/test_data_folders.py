@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -247,9 +249,6 @@ def test_inputs_repeat_only_when_nothing_but_the_flip_is_random(tmp_path, sizes,
 def test_scanning_and_checking_folders_do_not_import_torchvision():
     """torchvision takes about a second to import: the data check and folder scanning (the check_data and
     prepare_data stages) never need it; only decoding for a transform does."""
-    import subprocess
-    import sys
-
     code = ("import sys, ladeda.data.check, ladeda.data.folders, ladeda.data.decoded; "
             "print('torchvision' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -93,8 +93,8 @@ class Summary:
     def line(self, threshold: float) -> str:
         """The one-line summary printed at the end of a run (counts, speed, where the output went)."""
         rate = self.scored / self.seconds if self.seconds > 0 else float("nan")
-        text = (f"scored {counted(self.scored, 'image')} ({self.fake} fake, {self.scored - self.fake} real at threshold "
-                f"{threshold:g}), skipped {self.skipped} (unreadable or too small), in {self.seconds:.1f} s "
+        text = (f"scored {counted(self.scored, 'image')} ({self.fake} fake, {self.scored - self.fake} real at "
+                f"threshold {threshold:g}), skipped {self.skipped} (unreadable or too small), in {self.seconds:.1f} s "
                 f"({rate:.1f} img/s on {self.device}); wrote {self.out}")
         return text + (f" and heatmaps under {self.heatmaps}" if self.heatmaps else "")
 
