@@ -84,9 +84,11 @@ def test_skipped_files_are_counted_not_used(tmp_path):
     (tmp_path / "train/0_real/.DS_Store").write_text("x")
     scan = scan_split(tmp_path, "train")
     assert len(scan.samples) == 2 and len(scan.non_image) == 1 and len(scan.unlabelled) == 1
-    assert scan.skipped == 2 and "skipped 1 non-image, 1 outside a class folder" in scan.summary()
+    assert scan.skipped == 2 and "skipped 1 non-image file, 1 outside a class folder" in scan.summary()
+    assert scan.summary().startswith("train: 2 images (1 real, 1 fake)")
     excl = scan_split(tmp_path, "train", exclude=["train/1_fake/b.PNG"])
     assert [Path(s.path).name for s in excl.samples] == ["a.png"] and len(excl.excluded) == 1
+    assert excl.summary().startswith("train: 1 image (1 real, 0 fake)") and "1 excluded" in excl.summary()
 
 
 def _rel(samples, root: Path) -> list[str]:

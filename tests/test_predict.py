@@ -90,7 +90,7 @@ def test_predict_folder(folder, tiny_ckpt, tmp_path, capsys):
     assert "broken.png" in captured.err and "warning: skipped" in captured.err
     assert "scored 7 images" in captured.out and "skipped 1" in captured.out
     assert "metrics on 6 labelled images (3 real, 3 fake" in captured.out and "auc" in captured.out
-    assert "1 unlabelled" in captured.out
+    assert "(1 unlabelled image not included)" in captured.out
 
 
 def test_cli_glob_official_weights_threshold_and_resize(folder, tmp_path, capsys):

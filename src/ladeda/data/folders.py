@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from ladeda.data.decoded import DecodedImages
 from ladeda.data.images import IMAGE_EXTENSIONS, is_image, load_rgb
 from ladeda.core.errors import LadedaError
+from ladeda.core.text import counted
 
 if TYPE_CHECKING:  # torchvision is slow to import; reading and checking files never needs it
     from ladeda.data.transforms import ImageTransform
@@ -72,9 +73,9 @@ class SplitScan:
     def summary(self) -> str:
         """One line for logs: split, images per class, skipped files."""
         n = Counter(LABEL_NAMES[s.label] for s in self.samples)
-        text = f"{self.split}: {len(self.samples)} images ({n['real']} real, {n['fake']} fake)"
+        text = f"{self.split}: {counted(len(self.samples), 'image')} ({n['real']} real, {n['fake']} fake)"
         if self.skipped:
-            text += (f"; skipped {len(self.non_image)} non-image, {len(self.unlabelled)} outside a class folder, "
+            text += (f"; skipped {counted(len(self.non_image), 'non-image file')}, {len(self.unlabelled)} outside a class folder, "
                      f"{len(self.excluded)} excluded")
         return text
 

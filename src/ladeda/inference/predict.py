@@ -238,7 +238,7 @@ def predict(weights: str | os.PathLike, inputs: str | Sequence[str], out: str | 
 def _report_metrics(labels: np.ndarray, logits: np.ndarray, scored: int) -> dict | None:
     """Print detection_metrics for the labelled images (or why there are none) and return them."""
     unlabelled = scored - len(labels)
-    note = f" ({unlabelled} unlabelled images not included)" if unlabelled else ""
+    note = f" ({counted(unlabelled, 'unlabelled image')} not included)" if unlabelled else ""
     try:
         metrics = detection_metrics(labels, logits, "the labelled images")
     except LadedaError as err:
