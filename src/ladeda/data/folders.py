@@ -75,8 +75,8 @@ class SplitScan:
         n = Counter(LABEL_NAMES[s.label] for s in self.samples)
         text = f"{self.split}: {counted(len(self.samples), 'image')} ({n['real']} real, {n['fake']} fake)"
         if self.skipped:
-            text += (f"; skipped {counted(len(self.non_image), 'non-image file')}, {len(self.unlabelled)} outside a class folder, "
-                     f"{len(self.excluded)} excluded")
+            text += (f"; skipped {counted(len(self.non_image), 'non-image file')}, "
+                     f"{len(self.unlabelled)} outside a class folder, {len(self.excluded)} excluded")
         return text
 
 
